@@ -1,0 +1,107 @@
+"""Read and write the one checkpoint format: a ``.safetensors`` file whose header describes the model.
+
+Loading never unpickles: tensors come from safetensors, the description from JSON in its header.
+Writing is atomic: a temporary file in the same directory, fsynced, then renamed over the target.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from models.metadata import METADATA_KEY, CheckpointError, CheckpointMetadata
+from models.registry import create_model
+
+__all__ = ["load_checkpoint", "read_metadata", "save_checkpoint", "build_model"]
+
+SUFFIX = ".safetensors"
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], metadata: CheckpointMetadata) -> Path:
+    """Write ``model``'s weights and ``metadata`` to ``path`` atomically; returns the path written."""
+    path = Path(path)
+    if path.suffix != SUFFIX:
+        raise CheckpointError(f"checkpoint file names end in {SUFFIX}, got {path.name!r}")
+    # Unwrap DistributedDataParallel / torch.compile wrappers so keys match the bare model.
+    bare = getattr(model, "module", model)
+    bare = getattr(bare, "_orig_mod", bare)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in bare.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp_name, metadata={METADATA_KEY: metadata.to_json()})
+        with open(tmp_name, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_metadata(path: str | os.PathLike[str]) -> CheckpointMetadata:
+    """Read and validate only the header of a checkpoint (cheap: no tensor is loaded)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file (truncated or foreign?): {exc}") from None
+    if METADATA_KEY not in header:
+        raise CheckpointError(
+            f"{path}: safetensors file without {METADATA_KEY!r} metadata; "
+            "import plain torchvision weights with `resnet-convert`"
+        )
+    try:
+        return CheckpointMetadata.from_json(header[METADATA_KEY])
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+
+
+def build_model(metadata: CheckpointMetadata) -> nn.Module:
+    """Construct the (untrained) architecture a checkpoint's metadata describes."""
+    arch = metadata.architecture
+    try:
+        return create_model(arch.name, num_classes=arch.num_classes, in_channels=arch.in_channels, **arch.kwargs)
+    except KeyError as exc:
+        raise CheckpointError(str(exc.args[0])) from None
+    except TypeError as exc:
+        raise CheckpointError(f"architecture {arch.name!r} rejects its stored arguments: {exc}") from None
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], *, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, CheckpointMetadata]:
+    """Load a checkpoint: the model in eval mode on ``device``, and its metadata."""
+    metadata = read_metadata(path)
+    model = build_model(metadata)
+    try:
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: tensors unreadable (truncated?): {exc}") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: weights do not match architecture {metadata.architecture.name!r}: "
+            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+        )
+    for key, tensor in state.items():
+        if tensor.shape != expected[key].shape:
+            raise CheckpointError(
+                f"{path}: tensor {key!r} has shape {tuple(tensor.shape)}, "
+                f"the architecture expects {tuple(expected[key].shape)}"
+            )
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval(), metadata

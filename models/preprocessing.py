@@ -1,0 +1,85 @@
+"""Image -> model input, as a checkpoint's ``PreprocessingSpec`` prescribes.
+
+Shared by training (eval transform, in-memory datasets), ``resnet-eval`` and the service, so the
+three cannot drift. Images become uint8 CHW tensors on the CPU; normalization happens in batch on
+the model's device (``normalize``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from models.metadata import PreprocessingSpec
+
+__all__ = ["convert_mode", "resize_and_crop", "prepare_image", "to_uint8_tensor", "normalize"]
+
+_RESAMPLE = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+}
+
+
+def convert_mode(image: Image.Image, channels: int) -> Image.Image:
+    """Convert any Pillow mode to ``L`` (channels=1) or ``RGB`` (channels=3).
+
+    Transparent pixels are composited onto white; 16/32-bit integer and float images are scaled to
+    8 bits by their own range; palette, CMYK, YCbCr, LAB, 1-bit and LA images are converted.
+    """
+    target = "L" if channels == 1 else "RGB"
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        array = np.asarray(image, dtype=np.float32)
+        low, high = float(array.min()), float(array.max())
+        scaled = (array - low) * (255.0 / (high - low)) if high > low else np.zeros_like(array)
+        image = Image.fromarray(scaled.round().astype(np.uint8), mode="L")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    if image.mode != target:
+        image = image.convert(target)
+    return image
+
+
+def resize_and_crop(image: Image.Image, spec: PreprocessingSpec) -> Image.Image:
+    """Resize per ``spec.resize_mode`` and center-crop to ``spec.input_size`` square."""
+    size = spec.input_size
+    resample = _RESAMPLE[spec.interpolation]
+    if spec.resize_mode == "stretch":
+        return image if image.size == (size, size) else image.resize((size, size), resample)
+    width, height = image.size
+    scale = spec.resize_size / min(width, height)
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    if (new_w, new_h) != (width, height):
+        image = image.resize((new_w, new_h), resample)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    if (left, top, new_w, new_h) == (0, 0, size, size):
+        return image
+    return image.crop((left, top, left + size, top + size))
+
+
+def to_uint8_tensor(image: Image.Image) -> Tensor:
+    """An ``L`` or ``RGB`` image as a uint8 tensor of shape (C, H, W)."""
+    array = np.asarray(image, dtype=np.uint8)
+    if array.ndim == 2:
+        array = array[None, :, :]
+    else:
+        array = array.transpose(2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def prepare_image(image: Image.Image, spec: PreprocessingSpec) -> Tensor:
+    """Decoded image -> uint8 (C, input_size, input_size) tensor: mode, resize, crop."""
+    return to_uint8_tensor(resize_and_crop(convert_mode(image, spec.channels), spec))
+
+
+def normalize(batch: Tensor, spec: PreprocessingSpec, dtype: torch.dtype = torch.float32) -> Tensor:
+    """uint8 (N, C, H, W) batch -> normalized float batch on the batch's own device."""
+    mean = torch.tensor(spec.mean, device=batch.device, dtype=torch.float32).view(1, -1, 1, 1) * 255.0
+    std = torch.tensor(spec.std, device=batch.device, dtype=torch.float32).view(1, -1, 1, 1) * 255.0
+    return ((batch.to(torch.float32) - mean) / std).to(dtype)
