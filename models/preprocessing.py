@@ -66,10 +66,7 @@ def resize_and_crop(image: Image.Image, spec: PreprocessingSpec) -> Image.Image:
 def to_uint8_tensor(image: Image.Image) -> Tensor:
     """An ``L`` or ``RGB`` image as a uint8 tensor of shape (C, H, W)."""
     array = np.asarray(image, dtype=np.uint8)
-    if array.ndim == 2:
-        array = array[None, :, :]
-    else:
-        array = array.transpose(2, 0, 1)
+    array = array[None, :, :] if array.ndim == 2 else array.transpose(2, 0, 1)
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
