@@ -34,7 +34,7 @@ def convert_mode(image: Image.Image, channels: int) -> Image.Image:
         array = np.asarray(image, dtype=np.float32)
         low, high = float(array.min()), float(array.max())
         scaled = (array - low) * (255.0 / (high - low)) if high > low else np.zeros_like(array)
-        image = Image.fromarray(scaled.round().astype(np.uint8), mode="L")
+        image = Image.fromarray(scaled.round().astype(np.uint8))
     if image.mode == "P":
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -64,10 +64,10 @@ def resize_and_crop(image: Image.Image, spec: PreprocessingSpec) -> Image.Image:
 
 
 def to_uint8_tensor(image: Image.Image) -> Tensor:
-    """An ``L`` or ``RGB`` image as a uint8 tensor of shape (C, H, W)."""
-    array = np.asarray(image, dtype=np.uint8)
-    array = array[None, :, :] if array.ndim == 2 else array.transpose(2, 0, 1)
-    return torch.from_numpy(np.ascontiguousarray(array))
+    """An ``L`` or ``RGB`` image as a contiguous uint8 tensor of shape (C, H, W) (a copy)."""
+    array = np.array(image, dtype=np.uint8)  # writable copy: PIL's buffer is read-only
+    tensor = torch.from_numpy(array)
+    return tensor.unsqueeze(0) if array.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
 
 
 def prepare_image(image: Image.Image, spec: PreprocessingSpec) -> Tensor:
