@@ -1,0 +1,61 @@
+# One image for serving and training.
+#   docker build -t resnet-serve .
+#   docker run --gpus all -p 8000:8000 resnet-serve                        # serves weights/
+#   docker run --gpus all -v weights:/app/weights resnet-serve resnet-train --arch resnet20 ...
+#
+# The base matches the CUDA of the locked torch wheel (torch 2.13.0 -> CUDA 13.0; a test checks it
+# against uv.lock). The `base` flavour is enough: torch's wheels bring the CUDA 13.0 runtime, cuBLAS,
+# cuDNN and NCCL as nvidia-* packages, so a `runtime`/`cudnn-runtime` base would ship them twice. The
+# base image still sets NVIDIA_REQUIRE_CUDA, so the container toolkit refuses a driver too old for 13.0.
+ARG CUDA_IMAGE=nvidia/cuda:13.0.2-base-ubuntu24.04
+
+# --- build: resolve the locked environment into /app/.venv with uv ----------------------------
+FROM ${CUDA_IMAGE} AS build
+ARG UV_VERSION=0.13.9
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv \
+    && rm -rf /var/lib/apt/lists/* \
+    && python3 -m venv /opt/uv \
+    && /opt/uv/bin/pip install --no-cache-dir "uv==${UV_VERSION}"
+ENV UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON=/usr/bin/python3 \
+    UV_PYTHON_DOWNLOADS=never
+WORKDIR /app
+# Dependencies first: this layer is reused until uv.lock changes.
+COPY pyproject.toml uv.lock README.md ./
+RUN --mount=type=cache,target=/root/.cache/uv \
+    /opt/uv/bin/uv sync --locked --no-dev --no-install-project
+COPY models/ models/
+COPY training/ training/
+COPY app/ app/
+COPY experiments/ experiments/
+COPY bench/ bench/
+RUN --mount=type=cache,target=/root/.cache/uv \
+    /opt/uv/bin/uv sync --locked --no-dev --no-editable
+
+# --- runtime: the interpreter, the venv and the shipped weights; no uv, no compilers ----------
+FROM ${CUDA_IMAGE} AS runtime
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --create-home --uid 10001 --user-group resnet \
+    && install -d -o 10001 -g 10001 /data
+WORKDIR /app
+COPY --from=build /app/.venv /app/.venv
+COPY --chown=resnet:resnet weights/ /app/weights/
+ENV PATH=/app/.venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    RESNET_SERVE_HOST=0.0.0.0 \
+    RESNET_SERVE_PORT=8000 \
+    RESNET_SERVE_WEIGHTS_DIR=/app/weights
+USER 10001:10001
+# Checkpoints to serve, and where `resnet-train --output-dir /app/weights` writes new ones.
+VOLUME ["/app/weights"]
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/health' % os.environ.get('RESNET_SERVE_PORT', '8000'), timeout=4)"]
+# No wrapper: the command is PID 1 and gets SIGTERM itself (the service drains on it).
+ENTRYPOINT []
+CMD ["resnet-serve"]
