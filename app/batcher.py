@@ -1,0 +1,202 @@
+"""Dynamic batching: one bounded asyncio queue per model, one loop task, one forward thread.
+
+When the model is idle, whatever is queued runs at once (no wait at low load); while a batch runs,
+new requests queue up and form the next batch, up to ``max_batch_size``. ``max_wait_s`` (optional)
+holds a partial batch a little longer to let it fill. The forward runs in a dedicated thread so the
+event loop keeps accepting and preprocessing requests meanwhile. After a batch, each future is
+resolved on its own: a result, or the error of its own batch; requests whose deadline passed or
+whose client went away are dropped before the forward.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from app.errors import DeadlineExceeded, InferenceFailed, Overloaded
+
+__all__ = ["Batcher", "Entry", "BatchStats", "collect_batch"]
+
+log = logging.getLogger("app.batcher")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass
+class Entry(Generic[T]):
+    """One queued request: its input, its future, when it was queued and when it expires."""
+
+    item: T
+    future: asyncio.Future[Any]
+    queued_at: float
+    deadline: float
+    batch_size: int = 0
+    started_at: float = 0.0
+    finished_at: float = 0.0
+
+
+@dataclass
+class BatchStats:
+    """What one batch did, for metrics and logs."""
+
+    size: int
+    queue_waits_s: list[float] = field(default_factory=list)
+    inference_s: float = 0.0
+    ok: bool = True
+
+
+def collect_batch(entries: Sequence[Entry[T]], now: float) -> tuple[list[Entry[T]], list[Entry[T]]]:
+    """Split queued entries, in order, into those still worth running and those expired.
+
+    Entries whose future is already done (client gone, deadline handled by the caller) are left
+    out of both. Pure: it neither touches the queue nor resolves a future.
+    """
+    live, expired = [], []
+    for entry in entries:
+        if entry.future.done():
+            continue
+        (expired if entry.deadline <= now else live).append(entry)
+    return live, expired
+
+
+class Batcher(Generic[T, R]):
+    """Feeds ``predict(list[item]) -> list[result]`` with batches formed from concurrent ``submit`` calls."""
+
+    def __init__(
+        self,
+        predict: Callable[[list[T]], list[R]],
+        *,
+        max_batch_size: int = 32,
+        max_wait_s: float = 0.0,
+        max_queue: int = 1024,
+        timeout_s: float = 30.0,
+        executor: Executor | None = None,
+        on_batch: Callable[[BatchStats], None] | None = None,
+        name: str = "model",
+    ) -> None:
+        self.predict = predict
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_s
+        self.timeout_s = timeout_s
+        self.name = name
+        self._queue: asyncio.Queue[Entry[T]] = asyncio.Queue(maxsize=max_queue)
+        self._own_executor = executor is None
+        self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix=f"forward-{name}")
+        self._on_batch = on_batch
+        self._task: asyncio.Task[None] | None = None
+        self.busy = False
+
+    @property
+    def depth(self) -> int:
+        """Requests queued and not yet in a running batch."""
+        return self._queue.qsize()
+
+    def start(self) -> None:
+        """Start the loop task (in the running event loop)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
+
+    async def stop(self) -> None:
+        """Stop the loop; fail what is still queued; release the forward thread."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        while not self._queue.empty():
+            entry = self._queue.get_nowait()
+            if not entry.future.done():
+                entry.future.set_exception(InferenceFailed("the service shut down before this request ran"))
+        if self._own_executor:
+            self._executor.shutdown(wait=False)
+
+    async def submit(self, item: T, *, deadline: float | None = None, trace: dict[str, Any] | None = None) -> R:
+        """Queue ``item`` and wait for its result; 503 when the queue is full, 504 past the deadline.
+
+        ``deadline`` is a ``time.monotonic()`` instant (default: now + ``timeout_s``); ``trace``, when
+        given, receives the batch size and the queue and inference milliseconds of this request.
+        """
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        deadline = now + self.timeout_s if deadline is None else deadline
+        entry = Entry(item, loop.create_future(), now, deadline)
+        try:
+            self._queue.put_nowait(entry)
+        except asyncio.QueueFull:
+            raise Overloaded(f"model {self.name!r} has {self._queue.maxsize} requests queued; retry later") from None
+        try:
+            return await asyncio.wait_for(entry.future, max(0.0, deadline - now))
+        except TimeoutError:
+            raise DeadlineExceeded(f"no result within the {self.timeout_s:g} s deadline") from None
+        finally:
+            if trace is not None and entry.batch_size:
+                trace["batch_size"] = entry.batch_size
+                trace["queue_ms"] = round((entry.started_at - entry.queued_at) * 1000, 3)
+                trace["inference_ms"] = round((entry.finished_at - entry.started_at) * 1000, 3)
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            entries = [await self._queue.get()]
+            self._drain(entries)
+            if self.max_wait_s > 0:
+                until = time.monotonic() + self.max_wait_s
+                while len(entries) < self.max_batch_size and time.monotonic() < until:
+                    await asyncio.sleep(min(0.001, until - time.monotonic()))
+                    self._drain(entries)
+            batch, expired = collect_batch(entries, time.monotonic())
+            for entry in expired:
+                entry.future.set_exception(DeadlineExceeded(f"no result within the {self.timeout_s:g} s deadline"))
+            if batch:
+                await self._run(loop, batch)
+
+    def _drain(self, entries: list[Entry[T]]) -> None:
+        while len(entries) < self.max_batch_size and not self._queue.empty():
+            entries.append(self._queue.get_nowait())
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[Entry[T]]) -> None:
+        started = time.monotonic()
+        for entry in batch:
+            entry.batch_size, entry.started_at = len(batch), started
+        stats = BatchStats(len(batch), [started - entry.queued_at for entry in batch])
+        self.busy = True
+        try:
+            results: list[Any] | None = await loop.run_in_executor(
+                self._executor, self.predict, [entry.item for entry in batch]
+            )
+            if len(results) != len(batch):
+                raise RuntimeError(f"predict returned {len(results)} results for {len(batch)} inputs")
+        except asyncio.CancelledError:
+            for entry in batch:
+                if not entry.future.done():
+                    entry.future.set_exception(InferenceFailed("the service shut down during this request's batch"))
+            raise
+        except Exception as exc:  # noqa: BLE001  (a failing batch fails only its own requests)
+            log.exception("batch of %d for model %r failed", len(batch), self.name)
+            stats.ok, results = False, None
+            detail = f"inference failed: {type(exc).__name__}: {exc}"
+        finally:
+            self.busy = False
+        finished = time.monotonic()
+        stats.inference_s = finished - started
+        for i, entry in enumerate(batch):
+            entry.finished_at = finished
+            if entry.future.done():  # the client went away or its deadline passed meanwhile
+                continue
+            result = results[i] if results is not None else InferenceFailed(detail)
+            if isinstance(result, BaseException):
+                entry.future.set_exception(result)
+            else:
+                entry.future.set_result(result)
+        if self._on_batch is not None:
+            try:
+                self._on_batch(stats)
+            except Exception:  # noqa: BLE001
+                log.exception("on_batch hook failed")

@@ -1,0 +1,163 @@
+"""One loaded model, LitAPI-sized: load, preprocess, predict, postprocess.
+
+Knows nothing of HTTP or queues. Inputs arrive as uint8 CHW tensors; they are stacked, moved to the
+device and normalized there in batch (``models.preprocessing.normalize``), run at the configured
+precision and memory format, and come back as softmax top-k lists.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from app.preprocess import image_bytes_to_tensor
+from models import CheckpointMetadata, load_checkpoint
+from models.preprocessing import normalize
+
+__all__ = ["Engine", "resolve_device", "resolve_precision", "candidate_batch_sizes", "pick_batch_cap"]
+
+log = logging.getLogger("app.engine")
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda:N`` must exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} requested but CUDA is not available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r} does not exist ({torch.cuda.device_count()} CUDA devices)")
+    return device
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype for ``precision`` on ``device``; raises ``ValueError`` where the device lacks it."""
+    if precision not in DTYPES:
+        raise ValueError(f"precision must be one of {sorted(DTYPES)}, got {precision!r}")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"bf16 is not supported on {torch.cuda.get_device_name(device)}")
+    return DTYPES[precision]
+
+
+def candidate_batch_sizes(max_batch_size: int) -> list[int]:
+    """Powers of two up to ``max_batch_size``, and ``max_batch_size`` itself."""
+    sizes, n = [], 1
+    while n < max_batch_size:
+        sizes.append(n)
+        n *= 2
+    return [*sizes, max_batch_size]
+
+
+def pick_batch_cap(per_image_s: dict[int, float], tolerance: float = 0.10) -> int:
+    """The largest batch size whose time per image is within ``tolerance`` of the best one."""
+    best = min(per_image_s.values())
+    return max(size for size, t in per_image_s.items() if t <= best * (1 + tolerance))
+
+
+@dataclass
+class Engine:
+    """A model on its device, with the metadata that says how to feed and label it."""
+
+    name: str
+    model: nn.Module
+    metadata: CheckpointMetadata
+    device: torch.device
+    dtype: torch.dtype
+    channels_last: bool = True
+    path: Path | None = None
+    batch_cap: int = 1
+    warmup_ms: dict[int, float] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path, *, device: torch.device, precision: str = "fp32", channels_last: bool = True) -> Engine:
+        """Load a checkpoint onto ``device`` in eval mode, at ``precision`` and memory format."""
+        dtype = resolve_precision(precision, device)
+        model, metadata = load_checkpoint(path, device=device)
+        model = model.to(dtype=dtype)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        model.eval().requires_grad_(False)
+        return cls(path.stem, model, metadata, device, dtype, channels_last, path)
+
+    @property
+    def precision(self) -> str:
+        """``fp32``, ``fp16`` or ``bf16``."""
+        return next(name for name, dtype in DTYPES.items() if dtype == self.dtype)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one preprocessed image."""
+        spec = self.metadata.preprocessing
+        return (spec.channels, spec.input_size, spec.input_size)
+
+    def preprocess(self, data: bytes, *, max_pixels: int) -> Tensor:
+        """Image bytes -> uint8 (C, H, W) tensor on the CPU (raises ``InvalidImage``)."""
+        return image_bytes_to_tensor(data, self.metadata.preprocessing, max_pixels=max_pixels)
+
+    @torch.inference_mode()
+    def predict(self, images: list[Tensor] | Tensor) -> Tensor:
+        """uint8 images -> class probabilities, float32 (N, num_classes), on the device."""
+        batch = torch.stack(images) if isinstance(images, list) else images
+        if self.device.type == "cuda":
+            batch = batch.pin_memory().to(self.device, non_blocking=True)
+        x = normalize(batch, self.metadata.preprocessing, self.dtype)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        logits = self.model(x)
+        return torch.softmax(logits.float(), dim=1)
+
+    def postprocess(self, probs: Tensor, top_ks: list[int]) -> list[list[dict[str, Any]]]:
+        """Probabilities -> per image, its ``top_k`` predictions sorted by score."""
+        k = min(max(top_ks), probs.shape[1])
+        scores, indices = probs.topk(k, dim=1)
+        labels = self.metadata.labels
+        out = []
+        for row_scores, row_indices, top_k in zip(scores.tolist(), indices.tolist(), top_ks, strict=True):
+            pairs = zip(row_scores[:top_k], row_indices[:top_k], strict=True)
+            out.append([{"label": labels[i], "index": i, "score": s} for s, i in pairs])
+        return out
+
+    def infer(self, items: list[tuple[Tensor, int]]) -> list[list[dict[str, Any]]]:
+        """What the batcher runs: (image, top_k) pairs -> predictions, in order."""
+        probs = self.predict([image for image, _ in items])
+        return self.postprocess(probs, [top_k for _, top_k in items])
+
+    def warmup(self, max_batch_size: int, *, autotune: bool = True, rounds: int = 3) -> int:
+        """Run every batch size the batcher may form; with ``autotune``, cap batches at the best one.
+
+        Each candidate size runs once untimed, then ``rounds`` timed runs interleaved across sizes
+        (so a burst of load from another process hits all sizes alike); the fastest run counts.
+        Sizes stop growing once one forward takes over a second while 25% worse per image than the
+        best so far (big models on small CPUs). Sets and returns ``batch_cap``.
+        """
+        batches: dict[int, Tensor] = {}
+        best_per_image = float("inf")
+        for size in candidate_batch_sizes(max_batch_size):
+            batches[size] = torch.zeros((size, *self.input_shape), dtype=torch.uint8)
+            elapsed = self._run(batches[size])
+            best_per_image = min(best_per_image, elapsed / size)
+            if autotune and elapsed > 1.0 and elapsed / size > 1.25 * best_per_image:
+                break
+        timings: dict[int, list[float]] = {size: [] for size in batches}
+        for _ in range(rounds):
+            for size, batch in batches.items():
+                timings[size].append(self._run(batch))
+        self.warmup_ms = {size: round(min(t) * 1000, 3) for size, t in timings.items()}
+        per_image = {size: min(t) / size for size, t in timings.items()}
+        self.batch_cap = pick_batch_cap(per_image) if autotune else max_batch_size
+        return self.batch_cap
+
+    def _run(self, batch: Tensor) -> float:
+        start = time.perf_counter()
+        self.predict(batch).cpu()
+        return time.perf_counter() - start

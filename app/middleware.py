@@ -1,0 +1,85 @@
+"""Per-request bookkeeping as plain ASGI middleware: request id, metrics, one structured log line."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.metrics import Metrics
+
+__all__ = ["RequestContextMiddleware"]
+
+log = logging.getLogger("app.access")
+
+_PROBES = ("/health", "/ready", "/metrics")  # logged at DEBUG when they succeed
+_VALID_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
+
+
+class RequestContextMiddleware:
+    """Takes ``X-Request-ID`` (or makes one), returns it, counts and times the request, logs one line.
+
+    Handlers add fields to the log line through ``request.state.log`` (a dict): model, batch size,
+    preprocessing, queue and inference milliseconds.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _request_id(scope)
+        fields: dict[str, Any] = {}
+        scope.setdefault("state", {})
+        scope["state"]["request_id"] = request_id
+        scope["state"]["log"] = fields
+        status = 500
+        header = (b"x-request-id", request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            self.metrics.requests.labels(path, str(status)).inc()
+            self.metrics.request_duration.labels(path).observe(elapsed)
+            level = logging.DEBUG if path in _PROBES and status < 400 else logging.INFO
+            if log.isEnabledFor(level):
+                log.log(
+                    level,
+                    "request",
+                    extra={
+                        "request_id": request_id,
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status,
+                        "ms": round(elapsed * 1000, 3),
+                        **fields,
+                    },
+                )
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            if _VALID_ID.match(candidate):
+                return candidate
+            break
+    return uuid.uuid4().hex

@@ -1,0 +1,80 @@
+"""Image bytes -> uint8 CHW tensor, with the checks a public endpoint needs.
+
+Runs in the preprocessing thread pool (Pillow releases the GIL while decoding). The model-specific
+part (mode conversion, resize, crop) is ``models.preprocessing.prepare_image``, shared with training
+and evaluation; this module adds what only a server needs: format allow-list, decompression-bomb and
+dimension guards, JPEG draft decoding at reduced scale, EXIF orientation, and clean 400s for bad data.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import Tensor
+
+from app.errors import InvalidImage
+from models import PreprocessingSpec
+from models.preprocessing import prepare_image
+
+__all__ = ["ALLOWED_FORMATS", "MAX_SIDE", "decode_image", "draft_size", "image_bytes_to_tensor"]
+
+log = logging.getLogger("app.preprocess")
+
+#: Formats the service decodes; anything else is rejected before any pixel is decoded.
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM")
+#: Longest accepted side, whatever the pixel budget (rejects 1 x 10^7 strips).
+MAX_SIDE = 30_000
+
+
+def draft_size(width: int, height: int, spec: PreprocessingSpec) -> tuple[int, int]:
+    """The smallest size a JPEG may be decoded at without losing what ``spec``'s resize keeps."""
+    if spec.resize_mode == "stretch":
+        return (min(width, spec.input_size), min(height, spec.input_size))
+    scale = min(1.0, spec.resize_size / min(width, height))
+    return (math.ceil(width * scale), math.ceil(height * scale))
+
+
+def _open(data: bytes) -> Image.Image:
+    try:
+        # Pillow warns above MAX_IMAGE_PIXELS (an exception where warnings are errors) and raises above
+        # twice that; below, our own max_pixels check rejects the image before any pixel is decoded.
+        return Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InvalidImage(f"image rejected as a decompression bomb: {exc}") from None
+    except UnidentifiedImageError:
+        raise InvalidImage(f"not a decodable image; accepted formats: {', '.join(ALLOWED_FORMATS)}") from None
+    except Exception as exc:  # noqa: BLE001  (any parser failure on untrusted bytes is the client's bad data)
+        raise InvalidImage(f"unreadable image header: {exc}") from None
+
+
+def decode_image(data: bytes, spec: PreprocessingSpec, *, max_pixels: int) -> Image.Image:
+    """Decode untrusted bytes into an upright Pillow image; raises ``InvalidImage`` for bad input."""
+    if not data:
+        raise InvalidImage("empty image")
+    image = _open(data)
+    width, height = image.size
+    if width < 1 or height < 1 or width > MAX_SIDE or height > MAX_SIDE or width * height > max_pixels:
+        raise InvalidImage(
+            f"image is {width}x{height} pixels; the limits are {max_pixels} pixels and {MAX_SIDE} per side"
+        )
+    if image.format == "JPEG":
+        # Decode at 1/2, 1/4 or 1/8 scale when the resize would throw those pixels away anyway.
+        image.draft("L" if spec.channels == 1 and image.mode == "RGB" else None, draft_size(width, height, spec))
+    try:
+        image.load()
+        return ImageOps.exif_transpose(image) or image
+    except Exception as exc:  # noqa: BLE001
+        raise InvalidImage(f"corrupt or truncated {image.format} image: {exc}") from None
+
+
+def image_bytes_to_tensor(data: bytes, spec: PreprocessingSpec, *, max_pixels: int) -> Tensor:
+    """Bytes -> uint8 (C, H, W) tensor as the model's checkpoint prescribes."""
+    image = decode_image(data, spec, max_pixels=max_pixels)
+    try:
+        return prepare_image(image, spec)
+    except Exception as exc:  # noqa: BLE001
+        log.debug("prepare_image failed", exc_info=True)
+        raise InvalidImage(f"cannot convert the {image.mode} image to the model's input: {exc}") from None

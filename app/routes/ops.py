@@ -1,0 +1,36 @@
+"""``GET /health``, ``GET /ready`` and ``GET /metrics`` (never behind the API key)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from app.deps import RegistryDep
+from app.errors import NotReady
+from app.metrics import CONTENT_TYPE_LATEST
+from app.schemas import ERROR_RESPONSES, Health, Readiness
+
+router = APIRouter(tags=["ops"])
+
+
+@router.get("/health", response_model=Health)
+async def health() -> Health:
+    """Liveness: the process answers."""
+    return Health()
+
+
+@router.get("/ready", response_model=Readiness, responses={503: ERROR_RESPONSES[503]})
+async def ready(registry: RegistryDep) -> Readiness:
+    """Readiness: 200 once every model is loaded and warm; 503 before that and while draining."""
+    if not registry.ready:
+        raise NotReady(f"service is {registry.state}")
+    return Readiness(status="ready", models=sorted(registry.models))
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}},
+)
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics (text exposition format)."""
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,98 @@
+"""Request and response models: the contract ``/docs`` shows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from models import CheckpointMetadata
+
+__all__ = [
+    "Prediction",
+    "PredictResponse",
+    "BatchPredictResponse",
+    "ModelInfo",
+    "ModelList",
+    "Health",
+    "Readiness",
+    "ErrorResponse",
+    "ERROR_RESPONSES",
+]
+
+
+class Prediction(BaseModel):
+    """One class and its softmax probability."""
+
+    label: str = Field(description="class name from the checkpoint's labels")
+    index: int = Field(description="class index in the model's output")
+    score: float = Field(description="softmax probability, 0..1")
+
+
+class PredictResponse(BaseModel):
+    """The top-k classes of one image, best first."""
+
+    model: str = Field(description="the model that answered")
+    predictions: list[Prediction]
+
+
+class BatchPredictResponse(BaseModel):
+    """One ``/predict``-shaped result per uploaded image, in upload order."""
+
+    results: list[PredictResponse]
+
+
+class ModelInfo(BaseModel):
+    """A served model: how it runs here, and its checkpoint metadata."""
+
+    name: str
+    default: bool = Field(description="used when a request names no model")
+    device: str
+    precision: str
+    batch_cap: int = Field(description="largest batch the batcher forms (chosen at warm-up, <= --max-batch-size)")
+    warmup_ms: dict[int, float] = Field(description="forward time per batch size measured at warm-up")
+    metadata: CheckpointMetadata
+
+
+class ModelList(BaseModel):
+    """Every served model, the default, and checkpoints that failed to load (name -> reason)."""
+
+    default: str | None
+    models: list[ModelInfo]
+    failed: dict[str, str] = Field(default_factory=dict)
+
+
+class Health(BaseModel):
+    """Liveness."""
+
+    status: str = "ok"
+
+
+class Readiness(BaseModel):
+    """Readiness: every model loaded and warm."""
+
+    status: str
+    models: list[str]
+
+
+class ErrorResponse(BaseModel):
+    """Every error: a human-readable reason (for 422, FastAPI's list of invalid parameters)."""
+
+    detail: str | list[dict[str, Any]]
+
+
+def _error(description: str) -> dict:
+    return {"model": ErrorResponse, "description": description}
+
+
+ERROR_RESPONSES: dict[int | str, dict] = {
+    400: _error("undecodable, truncated or oversized image, or a multipart body without the file field"),
+    401: _error("missing or wrong API key (only when --api-key is set)"),
+    404: _error("unknown model"),
+    413: _error("body larger than --max-upload-mb"),
+    415: _error("content type is neither multipart/form-data nor image/*"),
+    422: _error("invalid query parameters (e.g. top_k < 1)"),
+    500: _error("the forward pass of this request's batch failed"),
+    503: _error("not ready yet, or the model's queue is full (see Retry-After)"),
+    504: _error("no result within --timeout-s"),
+}

@@ -1,0 +1,79 @@
+"""Every setting of the service in one typed class; the only reader of the environment.
+
+Each field is a ``resnet-serve`` flag (``--max-batch-size``) and an environment variable
+(``RESNET_SERVE_MAX_BATCH_SIZE``); flags override the environment, which overrides the defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+Precision = Literal["fp32", "fp16", "bf16"]
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class Settings(BaseSettings):
+    """Server, model, batching, limits and ops settings of ``resnet-serve``."""
+
+    model_config = SettingsConfigDict(env_prefix="RESNET_SERVE_", extra="ignore", protected_namespaces=())
+
+    # Server
+    host: str = Field("127.0.0.1", description="interface to bind")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port)")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+    log_format: Literal["json", "text"] = Field("json", description="one JSON object per log line, or plain text")
+    # Models
+    weights_dir: Path = Field(Path("weights"), description="directory of *.safetensors checkpoints to serve")
+    default_model: str | None = Field(None, description="model used when a request names none (default: first)")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda or cuda:N")
+    precision: Precision = Field("fp32", description="fp32, or fp16/bf16 where the device supports them")
+    channels_last: bool = Field(True, description="channels_last memory format for the model and its inputs")
+    strict: bool = Field(False, description="fail startup when any checkpoint fails to load (default: skip it)")
+    # Batching
+    max_batch_size: int = Field(32, ge=1, le=1024, description="upper bound of a formed batch")
+    max_wait_ms: float = Field(0.0, ge=0, le=10_000, description="wait this long for a fuller batch (0: never wait)")
+    autotune_batch: bool = Field(True, description="time each batch size at warm-up and cap batches at the best one")
+    max_queue: int = Field(1024, ge=1, description="queued requests per model beyond which requests get 503")
+    timeout_s: float = Field(30.0, gt=0, description="per-request deadline; beyond it 504")
+    # Request limits
+    max_upload_mb: float = Field(10.0, gt=0, description="largest request body, in MiB (413 beyond)")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="largest decoded image, width x height (400 beyond)")
+    max_top_k: int = Field(100, ge=1, description="largest accepted top_k")
+    max_batch_files: int = Field(64, ge=1, description="most images in one /predict/batch request")
+    # Threads
+    workers: int = Field(
+        default_factory=lambda: max(1, min(4, _cores())),
+        ge=1,
+        description="preprocessing threads (decode, resize); default min(4, cores)",
+    )
+    torch_threads: int = Field(
+        default_factory=_cores, ge=1, description="torch intra-op threads for the forward; default: cores"
+    )
+    # Ops
+    api_key: str | None = Field(None, description="require 'Authorization: Bearer KEY' (not on health/ready/metrics)")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="allowed CORS origins, comma-separated ('*' for any)"
+    )
+    drain_grace_s: float = Field(0.0, ge=0, description="after SIGTERM, answer /ready 503 this long before draining")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """``max_upload_mb`` in bytes."""
+        return int(self.max_upload_mb * 1_048_576)
