@@ -154,3 +154,13 @@ def test_prometheus_scrapes_metrics(pod, container):
 def test_image_is_set_by_kustomize(container, kustomization):
     names = {image["name"] for image in kustomization["images"]}
     assert re.sub(r":.*$", "", container["image"]) in names
+
+
+def test_weights_loader_mounts_the_same_claim_outside_the_kustomization(kustomization, resources):
+    (loader,) = load(BASE / "weights-loader.yaml")
+    assert "weights-loader.yaml" not in kustomization["resources"]
+    (volume,) = loader["spec"]["volumes"]
+    assert volume["persistentVolumeClaim"]["claimName"] == resources["PersistentVolumeClaim"]["metadata"]["name"]
+    assert "ReadWriteMany" in resources["PersistentVolumeClaim"]["spec"]["accessModes"]
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    kubernetes_validate.validate(loader, "1.33.0", strict=True)
