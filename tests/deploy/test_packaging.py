@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import shutil
 import subprocess
@@ -66,3 +67,13 @@ def test_ruff_is_configured_and_clean(pyproject):
     assert check.returncode == 0, check.stdout[-4000:]
     fmt = subprocess.run([ruff, "format", "--check", "--no-cache", "."], cwd=ROOT, capture_output=True, text=True)
     assert fmt.returncode == 0, fmt.stdout[-4000:]
+
+
+def test_type_hints_check(pyproject):
+    """mypy over our packages ([tool.mypy]); torch and friends are skipped, which keeps it to seconds."""
+    assert "mypy" in pyproject["tool"]
+    mypy = shutil.which("mypy")
+    if mypy is None:
+        pytest.skip("mypy (dev group) not installed")
+    result = subprocess.run([mypy, "--cache-dir", os.devnull], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-4000:]
