@@ -1,0 +1,62 @@
+"""Fixtures for the service's unit tests: tiny checkpoints and the specs they carry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from models import (
+    ArchitectureSpec,
+    CheckpointMetadata,
+    PreprocessingSpec,
+    Provenance,
+    TrainingInfo,
+    create_model,
+    save_checkpoint,
+)
+
+
+def write_checkpoint(path: Path, *, channels: int = 1, input_size: int = 28, num_classes: int = 10) -> Path:
+    """A randomly initialised resnet20 checkpoint (no training: unit tests need shapes, not accuracy)."""
+    torch.manual_seed(0)
+    model = create_model("resnet20", num_classes=num_classes, in_channels=channels)
+    metadata = CheckpointMetadata(
+        architecture=ArchitectureSpec("resnet20", num_classes, channels),
+        preprocessing=PreprocessingSpec(
+            input_size=input_size,
+            channels=channels,
+            resize_size=input_size,
+            mean=[0.5] * channels,
+            std=[0.5] * channels,
+        ),
+        labels=[f"class{i}" for i in range(num_classes)],
+        training=TrainingInfo(dataset="synthetic"),
+        provenance=Provenance.now("tests"),
+    )
+    return save_checkpoint(model, path, metadata)
+
+
+@pytest.fixture(scope="session")
+def gray_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """1-channel 28x28, 10 classes."""
+    return write_checkpoint(tmp_path_factory.mktemp("weights") / "gray.safetensors")
+
+
+@pytest.fixture(scope="session")
+def rgb_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3-channel 32x32, 5 classes."""
+    return write_checkpoint(
+        tmp_path_factory.mktemp("weights") / "rgb.safetensors", channels=3, input_size=32, num_classes=5
+    )
+
+
+@pytest.fixture
+def gray_spec() -> PreprocessingSpec:
+    return PreprocessingSpec(input_size=28, channels=1, resize_size=32)
+
+
+@pytest.fixture
+def rgb_spec() -> PreprocessingSpec:
+    return PreprocessingSpec(input_size=32, channels=3, resize_size=36, mean=[0.5] * 3, std=[0.5] * 3)

@@ -1,0 +1,155 @@
+"""app.preprocess: every image mode, EXIF orientation, draft decoding, and clean 400s for bad data."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from app.errors import InvalidImage
+from app.preprocess import MAX_SIDE, decode_image, draft_size, image_bytes_to_tensor
+from models import PreprocessingSpec
+
+MAX_PIXELS = 40_000_000
+
+
+def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims ``width`` x ``height`` (a decompression-bomb shape)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def modes() -> dict[str, Image.Image]:
+    rgb = Image.new("RGB", (40, 30), (200, 30, 30))
+    return {
+        "RGB": rgb,
+        "L": rgb.convert("L"),
+        "LA": rgb.convert("LA"),
+        "RGBA": rgb.convert("RGBA"),
+        "P": rgb.convert("P"),
+        "CMYK": rgb.convert("CMYK"),
+        "1": rgb.convert("1"),
+        "I;16": Image.fromarray(np.arange(1200, dtype=np.uint16).reshape(30, 40) * 50),
+        "I": Image.fromarray(np.arange(1200, dtype=np.int32).reshape(30, 40)),
+    }
+
+
+@pytest.mark.parametrize("mode", list(modes()))
+@pytest.mark.parametrize("channels", [1, 3])
+def test_every_mode_becomes_a_uint8_tensor_of_the_models_shape(mode: str, channels: int) -> None:
+    image = modes()[mode]
+    fmt = "TIFF" if mode in ("CMYK", "I") else "PNG"
+    spec = PreprocessingSpec(
+        input_size=28, channels=channels, resize_size=32, mean=[0.5] * channels, std=[0.5] * channels
+    )
+    tensor = image_bytes_to_tensor(encode(image, fmt), spec, max_pixels=MAX_PIXELS)
+    assert tensor.dtype == torch.uint8
+    assert tuple(tensor.shape) == (channels, 28, 28)
+
+
+def test_cmyk_jpeg_decodes(rgb_spec: PreprocessingSpec) -> None:
+    data = encode(Image.new("CMYK", (64, 64), (0, 255, 255, 0)), "JPEG")
+    tensor = image_bytes_to_tensor(data, rgb_spec, max_pixels=MAX_PIXELS)
+    red, green, blue = (tensor[c].float().mean().item() for c in range(3))
+    assert red > 150 > max(green, blue)  # C=0 M=Y=255: red
+
+
+def test_transparent_pixels_become_white(gray_spec: PreprocessingSpec) -> None:
+    data = encode(Image.new("RGBA", (28, 28), (0, 0, 0, 0)), "PNG")
+    assert image_bytes_to_tensor(data, gray_spec, max_pixels=MAX_PIXELS).min().item() == 255
+
+
+def test_exif_orientation_is_applied(rgb_spec: PreprocessingSpec) -> None:
+    # Stored 80 wide x 40 high, left half black, right half white; EXIF 6 = rotate 90 CW when shown.
+    stored = Image.new("RGB", (80, 40), (0, 0, 0))
+    stored.paste((255, 255, 255), (40, 0, 80, 40))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    image = decode_image(encode(stored, "JPEG", exif=exif.tobytes()), rgb_spec, max_pixels=MAX_PIXELS)
+    assert image.size == (40, 80)  # upright: taller than wide
+    top, bottom = np.asarray(image.convert("L"))[[5, -5], 20]
+    assert top < 50 and bottom > 200  # after a clockwise turn the left (black) half is on top
+
+
+def test_big_jpeg_is_decoded_at_reduced_scale(gray_spec: PreprocessingSpec) -> None:
+    data = encode(Image.new("RGB", (2048, 1536), (10, 200, 10)), "JPEG")
+    image = decode_image(data, gray_spec, max_pixels=MAX_PIXELS)
+    assert image.size == (256, 192)  # 1/8 scale still covers resize_size 32
+    assert image.mode == "L"  # grayscale model: decoded straight to luminance
+
+
+def test_draft_size_keeps_what_the_resize_needs(gray_spec: PreprocessingSpec) -> None:
+    assert draft_size(2000, 1000, gray_spec) == (64, 32)
+    assert draft_size(20, 10, gray_spec) == (20, 10)  # never upscales
+    stretch = PreprocessingSpec(input_size=28, channels=1, resize_size=28, resize_mode="stretch")
+    assert draft_size(2000, 1000, stretch) == (28, 28)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"not an image at all", b"\x89PNG\r\n\x1a\n" + b"\x00" * 20, b"GIF89a" + b"\x01" * 8],
+    ids=["empty", "garbage", "png-magic-only", "gif-junk"],
+)
+def test_garbage_is_a_400(data: bytes, gray_spec: PreprocessingSpec) -> None:
+    with pytest.raises(InvalidImage):
+        image_bytes_to_tensor(data, gray_spec, max_pixels=MAX_PIXELS)
+
+
+def test_truncated_jpeg_is_a_400(gray_spec: PreprocessingSpec) -> None:
+    rng = np.random.default_rng(0)
+    data = encode(Image.fromarray(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)), "JPEG", quality=95)
+    with pytest.raises(InvalidImage, match="truncated"):
+        image_bytes_to_tensor(data[: len(data) // 2], gray_spec, max_pixels=MAX_PIXELS)
+
+
+def test_truncated_png_is_a_400(gray_spec: PreprocessingSpec) -> None:
+    rng = np.random.default_rng(0)
+    data = encode(Image.fromarray(rng.integers(0, 255, (128, 128), dtype=np.uint8)), "PNG")
+    with pytest.raises(InvalidImage):
+        image_bytes_to_tensor(data[: len(data) // 2], gray_spec, max_pixels=MAX_PIXELS)
+
+
+@pytest.mark.parametrize("size", [(20_000, 20_000), (100_000, 100_000), (MAX_SIDE + 1, 10)])
+def test_bomb_dimensions_are_rejected_before_decoding(size: tuple[int, int], gray_spec: PreprocessingSpec) -> None:
+    data = png_header_only(*size)
+    assert len(data) < 200
+    with pytest.raises(InvalidImage):
+        decode_image(data, gray_spec, max_pixels=MAX_PIXELS)
+
+
+def test_max_pixels_setting_is_enforced(gray_spec: PreprocessingSpec) -> None:
+    data = encode(Image.new("L", (100, 100)), "PNG")
+    with pytest.raises(InvalidImage, match="100x100 pixels; the limits are 9999 pixels"):
+        image_bytes_to_tensor(data, gray_spec, max_pixels=9_999)
+    assert image_bytes_to_tensor(data, gray_spec, max_pixels=10_000).shape == (1, 28, 28)
+
+
+def test_formats_outside_the_allow_list_are_rejected(gray_spec: PreprocessingSpec) -> None:
+    data = encode(Image.new("RGB", (32, 32)), "ICO")
+    with pytest.raises(InvalidImage, match="accepted formats"):
+        image_bytes_to_tensor(data, gray_spec, max_pixels=MAX_PIXELS)
+
+
+def test_pixels_match_the_shared_preprocessing(gray_spec: PreprocessingSpec) -> None:
+    from models.preprocessing import prepare_image
+
+    rng = np.random.default_rng(1)
+    image = Image.fromarray(rng.integers(0, 255, (40, 50), dtype=np.uint8))
+    served = image_bytes_to_tensor(encode(image, "PNG"), gray_spec, max_pixels=MAX_PIXELS)
+    assert torch.equal(served, prepare_image(image, gray_spec))
