@@ -28,6 +28,7 @@ def train_checkpoint(output_dir: Path, name: str, arch: str, dataset: str = "syn
 
     argv = ["--arch", arch, "--dataset", dataset, "--limit", str(limit), "--epochs", "1", "--batch-size", "32"]
     argv += ["--output-dir", str(output_dir), "--name", name, "--no-progress", "--device", "cpu"]
+    argv += ["--data-dir", str(output_dir / "data")]  # never the repository's data/
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small nets train faster on one thread, and CI shares its cores
     try:
