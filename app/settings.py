@@ -48,7 +48,6 @@ class Settings(BaseSettings):
     # Request limits
     max_upload_mb: float = Field(10.0, gt=0, description="largest request body, in MiB (413 beyond)")
     max_image_pixels: int = Field(40_000_000, ge=1, description="largest decoded image, width x height (400 beyond)")
-    max_top_k: int = Field(100, ge=1, description="largest accepted top_k")
     max_batch_files: int = Field(64, ge=1, description="most images in one /predict/batch request")
     # Threads
     workers: int = Field(

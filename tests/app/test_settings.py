@@ -1,0 +1,46 @@
+"""app.settings and app.cli: defaults, environment, flags over environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.cli import get_args_parser
+from app.settings import Settings
+
+
+def settings_from(argv: list[str]) -> Settings:
+    args = get_args_parser().parse_args(argv)
+    return Settings(**{k: v for k, v in vars(args).items() if v is not None})
+
+
+def test_defaults() -> None:
+    s = Settings()
+    assert s.weights_dir == Path("weights") and s.device == "auto" and s.precision == "fp32"
+    assert s.max_wait_ms == 0 and s.api_key is None and s.cors_origins == []
+    assert s.max_upload_bytes == 10 * 1_048_576
+
+
+def test_environment_is_read_and_flags_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RESNET_SERVE_MAX_BATCH_SIZE", "7")
+    monkeypatch.setenv("RESNET_SERVE_PORT", "9001")
+    monkeypatch.setenv("RESNET_SERVE_CORS_ORIGINS", "https://a.example, https://b.example")
+    monkeypatch.setenv("RESNET_SERVE_STRICT", "true")
+    s = settings_from(["--port", "9002"])
+    assert (s.max_batch_size, s.port, s.strict) == (7, 9002, True)
+    assert s.cors_origins == ["https://a.example", "https://b.example"]
+    assert settings_from(["--no-strict"]).strict is False
+
+
+def test_every_setting_has_a_flag() -> None:
+    flags = {action.dest for action in get_args_parser()._actions} - {"help"}
+    assert flags == set(Settings.model_fields)
+
+
+@pytest.mark.parametrize(
+    "argv", [["--device", "tpu"], ["--max-batch-size", "0"], ["--timeout-s", "0"], ["--max-upload-mb", "-1"]]
+)
+def test_invalid_values_are_rejected(argv: list[str]) -> None:
+    with pytest.raises(ValueError):
+        settings_from(argv)
