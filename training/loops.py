@@ -106,8 +106,8 @@ def train_one_epoch(
         elapsed = time.perf_counter() - start
         bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", img_s=f"{seen / elapsed:.0f}")
     seconds = time.perf_counter() - start
-    loss_sum, correct, seen = all_reduce_sum([loss_sum, correct, seen], device)
-    return EpochStats(loss_sum / max(seen, 1), correct / max(seen, 1), int(seen), seconds)
+    total_loss, total_correct, total_seen = all_reduce_sum([loss_sum, correct, seen], device)
+    return EpochStats(total_loss / max(total_seen, 1), total_correct / max(total_seen, 1), int(total_seen), seconds)
 
 
 @torch.inference_mode()

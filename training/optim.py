@@ -17,7 +17,8 @@ SCHEDULERS = ("cosine", "step", "plateau", "none")
 
 def _parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, object]]:
     """No weight decay on BatchNorm parameters and biases (the usual ResNet recipe)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for parameter in model.parameters():
         if parameter.requires_grad:
             (no_decay if parameter.ndim <= 1 else decay).append(parameter)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler, Subset
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Subset
 
 from models import (
     ArchitectureSpec,
@@ -114,21 +114,19 @@ def make_loaders(
     """Shuffled train batches (sharded per process) and this process's share of the test set."""
     test_indices = list(range(context.rank, len(data.test), context.world_size))
     test_set = Subset(data.test, test_indices)
+    # Shuffling depends only on (seed, epoch), so a resumed run sees the batches an unbroken run would.
+    sampler = DistributedSampler(
+        data.train, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=args.seed
+    )
     if data.in_memory:
         # TensorDatasets index with a whole list at once: one tensor gather per batch, no collate.
-        if context.enabled:
-            sampler = DistributedSampler(data.train, shuffle=True, seed=args.seed)
-        else:
-            sampler = RandomSampler(data.train, generator=torch.Generator().manual_seed(args.seed))
         train = DataLoader(data.train, sampler=BatchSampler(sampler, args.batch_size, drop_last=False), batch_size=None)
         test_batches = BatchSampler(test_indices, 1024, drop_last=False)
         test = DataLoader(data.test, sampler=test_batches, batch_size=None)
         return train, test
-    sampler = DistributedSampler(data.train, shuffle=True, seed=args.seed) if context.enabled else None
     train = DataLoader(
         data.train,
         batch_size=args.batch_size,
-        shuffle=sampler is None,
         sampler=sampler,
         num_workers=args.workers,
         pin_memory=torch.cuda.is_available(),
@@ -137,6 +135,13 @@ def make_loaders(
     )
     test = DataLoader(test_set, batch_size=args.batch_size, num_workers=args.workers)
     return train, test
+
+
+def set_epoch(loader: DataLoader, epoch: int) -> None:
+    """Reshuffle ``loader``'s DistributedSampler (possibly inside a BatchSampler) for ``epoch``."""
+    sampler = loader.sampler.sampler if isinstance(loader.sampler, BatchSampler) else loader.sampler
+    if isinstance(sampler, DistributedSampler):
+        sampler.set_epoch(epoch)
 
 
 def make_augment(data: LoadedData, args: argparse.Namespace) -> Any:
@@ -189,6 +194,7 @@ def epoch_row(epoch: int, lr: float, train: EpochStats, test: EvalStats) -> dict
         "train_accuracy": train.accuracy,
         "test_loss": test.loss,
         "test_accuracy": test.accuracy,
+        "train_images": train.images,
         "train_images_per_second": train.images_per_second,
         "epoch_seconds": train.seconds + test.seconds,
     }
@@ -245,7 +251,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         train_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.index is not None else None
         )
-    step_scheduler = scheduler.step if schedule_every == "step" else None
+    step_scheduler = scheduler.step if scheduler is not None and schedule_every == "step" else None
     augment = make_augment(data, args)
     checkpoint_path = output_dir / f"{name}.safetensors"
     arguments = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
@@ -258,12 +264,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         )
     epochs_without_improvement = 0
     for epoch in range(start_epoch, args.epochs + 1):
-        if isinstance(getattr(train_loader, "sampler", None), BatchSampler):
-            inner = train_loader.sampler.sampler
-            if isinstance(inner, DistributedSampler):
-                inner.set_epoch(epoch)
-        elif isinstance(getattr(train_loader, "sampler", None), DistributedSampler):
-            train_loader.sampler.set_epoch(epoch)
+        set_epoch(train_loader, epoch)
         lr = optimizer.param_groups[0]["lr"]
         train_stats = train_one_epoch(
             train_model,
