@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,12 @@ def gray_spec() -> PreprocessingSpec:
 @pytest.fixture
 def rgb_spec() -> PreprocessingSpec:
     return PreprocessingSpec(input_size=32, channels=3, resize_size=36, mean=[0.5] * 3, std=[0.5] * 3)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models on a shared CI machine: one intra-op thread is faster and steadier."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

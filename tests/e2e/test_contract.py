@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, train_checkpoint
+from serve_helpers import REPO, train_checkpoint
 
 CONTRACT = REPO.parent / "shared" / "acceptance" / "contract_check.py"
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ServerProcess, png_bytes
+from serve_helpers import ServerProcess, png_bytes
 
 KEY = "s3cret-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -22,6 +22,7 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 def booted(start_server, weights_dir: Path) -> tuple[ServerProcess, list[tuple[int, int]]]:
     """A server with an API key, polled from process start: [(health status, ready status), ...]."""
     args = ["--weights-dir", str(weights_dir), "--api-key", KEY, "--drain-grace-s", "1.5", "--max-wait-ms", "300"]
+    args += ["--cors-origins", "https://ui.example"]
     server = start_server([*args, "--max-batch-size", "128", "--torch-threads", "1"])
     seen: list[tuple[int, int]] = []
     deadline = time.monotonic() + 90
@@ -60,6 +61,15 @@ def test_api_key_guards_everything_but_health_ready_metrics(booted: tuple[Server
         assert c.post("/predict", files=files, headers=AUTH).status_code == 200
         for path in ("/health", "/ready", "/metrics"):
             assert c.get(path).status_code == 200
+
+
+def test_cors_allows_only_the_configured_origin(booted: tuple[ServerProcess, list]) -> None:
+    server, _ = booted
+    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+    ok = httpx.options(server.url + "/predict", headers={"Origin": "https://ui.example", **preflight})
+    assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == "https://ui.example"
+    denied = httpx.options(server.url + "/predict", headers={"Origin": "https://evil.example", **preflight})
+    assert "access-control-allow-origin" not in denied.headers
 
 
 def test_sigterm_drains_then_exits_0(booted: tuple[ServerProcess, list]) -> None:

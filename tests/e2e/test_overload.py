@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-from conftest import png_bytes
+from serve_helpers import png_bytes
 
 
 def test_full_queue_answers_503_with_retry_after_and_stays_ready(start_server, weights_dir: Path) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ServerProcess, metric_total, png_bytes
 from PIL import Image
+from serve_helpers import ServerProcess, metric_total, png_bytes
 
 FAMILIES = [
     "resnet_serve_requests_total",

@@ -1,0 +1,103 @@
+"""End-to-end helpers: training a checkpoint, running ``resnet-serve`` as a process, images, metrics."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def train_checkpoint(output_dir: Path, name: str, arch: str, dataset: str = "synthetic", limit: int = 64) -> Path:
+    """Run the real training entry point (one short epoch) and return the checkpoint it wrote."""
+    from training.train import get_args_parser
+    from training.train import main as train
+
+    argv = ["--arch", arch, "--dataset", dataset, "--limit", str(limit), "--epochs", "1", "--batch-size", "32"]
+    argv += ["--output-dir", str(output_dir), "--name", name, "--no-progress", "--device", "cpu"]
+    argv += ["--data-dir", str(output_dir / "data")]  # never the repository's data/
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small nets train faster on one thread, and CI shares its cores
+    try:
+        train(get_args_parser().parse_args(argv))
+    finally:
+        torch.set_num_threads(threads)
+    return output_dir / f"{name}.safetensors"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """``python -m app`` on a free loopback port, its log in a file."""
+
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        command = [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(self.port), *args]
+        full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+        self._log = open(log_path, "wb")  # noqa: SIM115  (closed in stop())
+        self.proc = subprocess.Popen(command, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, env=full_env)
+
+    def get(self, path: str, **kwargs) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=30, **kwargs)
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if self.get("/ready").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"server not ready after {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+def png_bytes(value: int = 128, size: tuple[int, int] = (28, 28), mode: str = "L") -> bytes:
+    """A small solid PNG."""
+    buf = io.BytesIO()
+    Image.new(mode, size, value).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def metric_total(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name) or line[len(name)] not in " {":
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
