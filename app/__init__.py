@@ -1,0 +1,1 @@
+"""ResNet Serve: the HTTP inference service (``resnet-serve``, ``python -m app``)."""

@@ -58,7 +58,7 @@ def candidate_batch_sizes(max_batch_size: int) -> list[int]:
     return [*sizes, max_batch_size]
 
 
-def pick_batch_cap(per_image_s: dict[int, float], tolerance: float = 0.10) -> int:
+def pick_batch_cap(per_image_s: dict[int, float], tolerance: float = 0.05) -> int:
     """The largest batch size whose time per image is within ``tolerance`` of the best one."""
     best = min(per_image_s.values())
     return max(size for size, t in per_image_s.items() if t <= best * (1 + tolerance))
@@ -138,7 +138,8 @@ class Engine:
         Each candidate size runs once untimed, then ``rounds`` timed runs interleaved across sizes
         (so a burst of load from another process hits all sizes alike); the fastest run counts.
         Sizes stop growing once one forward takes over a second while 25% worse per image than the
-        best so far (big models on small CPUs). Sets and returns ``batch_cap``.
+        best so far (big models on small CPUs). The cap is the largest size within 5% of the best
+        time per image. Sets and returns ``batch_cap``.
         """
         batches: dict[int, Tensor] = {}
         best_per_image = float("inf")
@@ -147,6 +148,7 @@ class Engine:
             elapsed = self._run(batches[size])
             best_per_image = min(best_per_image, elapsed / size)
             if autotune and elapsed > 1.0 and elapsed / size > 1.25 * best_per_image:
+                del batches[size]  # clearly worse: never formed, so not worth timing again
                 break
         timings: dict[int, list[float]] = {size: [] for size in batches}
         for _ in range(rounds):

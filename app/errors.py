@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
+log = logging.getLogger("app.errors")
 
 __all__ = [
     "ServeError",
@@ -98,6 +102,12 @@ async def _serve_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
 
 
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"detail": "internal server error"}, status_code=500)
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Map every ``ServeError`` to its status and a JSON detail."""
+    """Map every ``ServeError`` to its status and a JSON detail; anything else to a logged JSON 500."""
     app.add_exception_handler(ServeError, _serve_error)
+    app.add_exception_handler(Exception, _unexpected)
