@@ -1,0 +1,1 @@
+"""Peer servers the harness measures ours against, each runnable as ``python -m bench.peers.NAME``."""

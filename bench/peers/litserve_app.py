@@ -1,0 +1,80 @@
+"""LitServe with its dynamic batching: the most direct peer.
+
+Configured fairly for one machine: one inference worker (``workers_per_device=1``, ``devices=1``),
+one API server process, the same torch threads as ours, batching on (``max_batch_size``,
+``batch_timeout``). LitServe reads JSON or form bodies only, and a form's file cannot cross its
+process queue (it pickles the request), so this peer takes ``{"image": "<base64>"}``, the pattern of
+LitServe's own image examples; the harness sends it that way.
+"""
+
+# No "from __future__ import annotations": LitServe reads decode_request's annotation at run time.
+
+import base64
+from typing import Any
+
+import litserve as ls
+import torch
+from fastapi import Request
+from torch import Tensor
+
+from bench.inference import LoadedModel, decode_and_prepare, load_model, set_threads
+from bench.peers.args import peer_args
+
+
+class ResNetAPI(ls.LitAPI):
+    """decode (base64 JSON -> uint8 tensor), batch (stack), predict (forward), unbatch, encode (top-5)."""
+
+    def __init__(self, checkpoint: str, precision: str, threads: int, channels_last: bool, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.checkpoint = checkpoint
+        self.precision = precision
+        self.threads = threads
+        self.channels_last = channels_last
+        self.model: LoadedModel | None = None
+
+    def setup(self, device: str) -> None:
+        set_threads(self.threads)
+        self.model = load_model(
+            self.checkpoint, device=device, precision=self.precision, channels_last=self.channels_last
+        )
+        for _ in range(3):
+            self.model.forward(self.model.zeros(1)).cpu()
+
+    def decode_request(self, request: Request) -> Tensor:  # type: ignore[override]
+        # Annotated as Request, LitServe hands over the parsed JSON body (a dict).
+        assert self.model is not None
+        return decode_and_prepare(base64.b64decode(request["image"]), self.model.metadata)  # type: ignore[index]
+
+    def batch(self, inputs: list[Tensor]) -> Tensor:
+        return torch.stack(inputs)
+
+    def predict(self, x: Tensor) -> Tensor:
+        assert self.model is not None
+        return self.model.forward(x if x.ndim == 4 else x.unsqueeze(0)).cpu()
+
+    def unbatch(self, output: Tensor) -> list[Tensor]:
+        return list(output.unsqueeze(1))
+
+    def encode_response(self, output: Tensor) -> dict[str, Any]:
+        assert self.model is not None
+        return {"predictions": self.model.top_k(output.reshape(1, -1))[0]}
+
+
+def main() -> None:
+    """Serve until killed."""
+    args = peer_args("litserve_app", __doc__ or "").parse_args()
+    api = ResNetAPI(
+        args.checkpoint,
+        args.precision,
+        args.threads,
+        args.channels_last,
+        max_batch_size=args.max_batch_size,
+        batch_timeout=args.batch_timeout_ms / 1000,
+    )
+    accelerator = "cuda" if args.device.startswith("cuda") else "cpu"
+    server = ls.LitServer(api, accelerator=accelerator, devices=1, workers_per_device=1, timeout=120)
+    server.run(host=args.host, port=args.port, num_api_servers=1, log_level="warning", generate_client_file=False)
+
+
+if __name__ == "__main__":
+    main()

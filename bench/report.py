@@ -1,0 +1,175 @@
+"""Results -> files: ``<date>-<host>.json``, a Markdown table (``.md``) and PNG plots per workload.
+
+Also evaluates the goals issue 6 sets (reported, never asserted): the figures are drift-corrected,
+i.e. divided by the in-process probe of the same minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+__all__ = ["goals", "markdown", "plot", "write_results"]
+
+
+def _point(results: dict[str, Any], workload: str, system: str, level: int) -> dict[str, Any] | None:
+    block = results["workloads"].get(workload, {}).get("systems", {}).get(system)
+    if not block:
+        return None
+    return next((p for p in block["points"] if p["concurrency"] == level), None)
+
+
+def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each goal: what it asks, the measured value, whether it is met (``None`` when not measured)."""
+    out: list[dict[str, Any]] = []
+    gpu = str(results["config"].get("device", "cpu")).startswith("cuda")
+
+    def add(goal: str, value: str, met: bool | None) -> None:
+        out.append({"goal": goal, "value": value, "met": met})
+
+    if gpu:
+        p = _point(results, "large", "ours", 64)
+        add(
+            "large c=64 (GPU): >= 0.8x in-process ceiling",
+            f"{p['ratio_to_probe']:.2f}x" if p else "n/a",
+            p["ratio_to_probe"] >= 0.8 if p else None,
+        )
+        return out
+    p = _point(results, "large", "ours", 32)
+    add(
+        "large c=32: throughput >= 0.9x ceiling (probe)",
+        f"{p['ratio_to_probe']:.2f}x" if p else "n/a",
+        p["ratio_to_probe"] >= 0.9 if p else None,
+    )
+    if p:
+        lat = p["latency_ms"]
+        ratio = lat["p99"] / max(lat["p50"], 1e-9)
+        add("large c=32: p99 <= 2x p50", f"p99/p50 = {ratio:.2f}", ratio <= 2.0)
+    ours, lit = _point(results, "small", "ours", 64), _point(results, "small", "litserve", 64)
+    if ours and lit:
+        ratio = ours["ratio_to_probe"] / max(lit["ratio_to_probe"], 1e-9)
+        add("small c=64: >= 2x LitServe throughput (drift-corrected)", f"{ratio:.2f}x", ratio >= 2.0)
+    else:
+        add("small c=64: >= 2x LitServe throughput (drift-corrected)", "n/a", None)
+    for workload in results["workloads"]:
+        p = _point(results, workload, "ours", 1)
+        if p:
+            extra = p["p50_minus_probe_latency_ms"]
+            add(f"{workload} c=1: p50 <= in-process latency + 3 ms", f"+{extra:.2f} ms", extra <= 3.0)
+    return out
+
+
+def markdown(results: dict[str, Any], plots: list[str]) -> str:
+    """The results as Markdown: machine, ceiling per workload, served points, goals."""
+    m = results["machine"]
+    lines = [
+        f"# Benchmark {m['date']} on {m['host']}",
+        "",
+        f"- Machine: {m['cpu']}, {m['cores']} cores" + (f", GPU {m['gpu']}" if m.get("gpu") else ""),
+        f"- Software: Python {m['python']}, torch {m['torch']}, commit {m['commit']}",
+        f"- Command: `{m['command']}`",
+        f"- Device {results['config']['device']}, precision {results['config']['precision']}, "
+        f"torch threads {results['config']['threads']}, {results['config']['duration_s']} s per point",
+    ]
+    if m["training_running"] or m.get("training_running_at_end"):
+        lines.append("- **Invalid for comparison: a training job ran on this machine during the run.**")
+    for name, entry in results["workloads"].items():
+        lines += ["", f"## {name}: {entry['note']}", ""]
+        if "ceiling" in entry:
+            c = entry["ceiling"]
+            lines += [
+                f"In-process ceiling (no HTTP): preprocess {c['preprocess_ms']:.2f} ms/image; "
+                f"best {c['best_images_per_s']:.1f} img/s at batch {c['best_batch_size']}; "
+                f"single-image latency floor {c['latency_floor_ms']:.2f} ms.",
+                "",
+                "| batch | forward img/s | preprocess + forward img/s |",
+                "| ---: | ---: | ---: |",
+            ]
+            lines += [
+                f"| {p['batch_size']} | {p['forward_images_per_s']:.1f} | {p['together_images_per_s']:.1f} |"
+                for p in c["points"]
+            ]
+            lines.append("")
+        if entry["systems"]:
+            lines += [
+                "| system | conc. | req/s | x probe | p50 ms | p90 ms | p99 ms | errors | "
+                "cores server | cores wrk | cores other |",
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            ]
+        for system, block in entry["systems"].items():
+            for p in block["points"]:
+                lat, u = p["latency_ms"], p["cpu"]
+                lines.append(
+                    f"| {system} | {p['concurrency']} | {p['throughput']:.1f} | {p['ratio_to_probe']:.2f} | "
+                    f"{lat['p50']:.1f} | {lat['p90']:.1f} | {lat['p99']:.1f} | {p['errors']} | "
+                    f"{u['server']:.2f} | {u['loadgen']:.2f} | {u['other']:.2f} |"
+                )
+        if entry["systems"]:
+            probes = ", ".join(
+                f"{s} {b['probes'][0]['images_per_s']:.1f} -> {b['probes'][1]['images_per_s']:.1f} img/s"
+                for s, b in entry["systems"].items()
+            )
+            lines += ["", f"Probes (in-process img/s before -> after each block): {probes}."]
+    lines += ["", "## Goals (reported, not asserted)", "", "| goal | measured | met |", "| --- | --- | --- |"]
+    for g in goals(results):
+        met = "n/a" if g["met"] is None else ("yes" if g["met"] else "**no**")
+        lines.append(f"| {g['goal']} | {g['value']} | {met} |")
+    if plots:
+        lines += ["", *[f"![{Path(p).stem}]({Path(p).name})" for p in plots]]
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict[str, Any], workload: str, path: Path) -> Path | None:
+    """Throughput, throughput / probe and p99 latency vs concurrency, one line per system."""
+    entry = results["workloads"][workload]
+    if not entry["systems"]:
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for system, block in entry["systems"].items():
+        levels = [p["concurrency"] for p in block["points"]]
+        axes[0].plot(levels, [p["throughput"] for p in block["points"]], marker="o", label=system)
+        axes[1].plot(levels, [p["ratio_to_probe"] for p in block["points"]], marker="o", label=system)
+        axes[2].plot(levels, [p["latency_ms"]["p99"] for p in block["points"]], marker="o", label=system)
+    if "ceiling" in entry:
+        axes[0].axhline(entry["ceiling"]["best_images_per_s"], color="k", ls="--", label="ceiling (start of run)")
+        axes[2].axhline(entry["ceiling"]["latency_floor_ms"], color="k", ls="--", label="in-process latency")
+    axes[1].axhline(1.0, color="k", ls="--", label="ceiling (probe)")
+    titles = ["throughput (req/s)", "throughput / in-process probe", "p99 latency (ms)"]
+    for ax, title in zip(axes, titles, strict=True):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrency")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[2].set_yscale("log")
+    fig.suptitle(f"{workload}: {entry['note']} ({results['machine']['host']}, {results['config']['device']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_results(results: dict[str, Any], output_dir: Path) -> dict[str, Path]:
+    """Write JSON, Markdown and plots as ``<date>-<host>[-<device>]``; returns their paths."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    device = str(results["config"]["device"])
+    suffix = "" if device == "cpu" else f"-{device.replace(':', '')}"
+    stem = f"{time.strftime('%Y-%m-%d')}-{results['machine']['host']}{suffix}"
+    results["goals"] = goals(results)
+    paths = {"json": output_dir / f"{stem}.json", "md": output_dir / f"{stem}.md"}
+    plots = []
+    for workload in results["workloads"]:
+        png = plot(results, workload, output_dir / f"{stem}-{workload}.png")
+        if png:
+            paths[f"png-{workload}"] = png
+            plots.append(str(png))
+    paths["json"].write_text(json.dumps(results, indent=2) + "\n")
+    paths["md"].write_text(markdown(results, plots))
+    return paths

@@ -1,0 +1,64 @@
+"""The benchmark harness, end to end in a tiny configuration (seconds), so it cannot rot.
+
+Runs ``python -m bench all`` on the small workload: ceiling at batch sizes 1 and 2, then our service
+and the plain FastAPI peer (and LitServe when installed) under wrk at concurrency 1 and 4, and checks
+the JSON, Markdown and PNG it writes. Figures are checked for sanity only, never for speed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("wrk") is None and os.environ.get("CI") != "true",
+    reason="wrk not installed (apt-get install -y wrk); CI installs it and runs this test",
+)
+
+
+def test_tiny_run_writes_sane_results(tmp_path: Path) -> None:
+    systems = "ours,fastapi" + (",litserve" if importlib.util.find_spec("litserve") else "")
+    out = tmp_path / "results"
+    cmd = [
+        *[sys.executable, "-m", "bench", "all", "--workload", "small", "--systems", systems],
+        *["--concurrency", "1,4", "--duration", "1", "--warmup", "0", "--batch-sizes", "1,2"],
+        *["--ceiling-seconds", "0.2", "--probe-seconds", "0.3", "--threads", "1"],
+        *["--small-checkpoint", str(tmp_path / "absent.safetensors"), "--work-dir", str(tmp_path / "work")],
+        *["--output-dir", str(out)],
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    [json_path] = out.glob("*.json")
+    results = json.loads(json_path.read_text())
+    small = results["workloads"]["small"]
+    assert small["ceiling"]["best_images_per_s"] > 0
+    assert [p["batch_size"] for p in small["ceiling"]["points"]] == [1, 2]
+    assert small["ceiling"]["latency_floor_ms"] > 0
+    assert set(small["systems"]) == set(systems.split(","))
+    for system, block in small["systems"].items():
+        assert len(block["probes"]) == 2 and block["probe_images_per_s"] > 0, system
+        assert [p["concurrency"] for p in block["points"]] == [1, 4], system
+        for point in block["points"]:
+            assert point["errors"] == 0, (system, point)
+            assert point["throughput"] > 0, (system, point)
+            lat = point["latency_ms"]
+            assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"], (system, point)
+            assert point["ratio_to_probe"] > 0 and point["ratio_to_ceiling"] > 0
+            assert point["cpu"]["server"] > 0, (system, point)
+    assert {g["goal"] for g in results["goals"]}
+
+    [md_path] = out.glob("*.md")
+    table = md_path.read_text()
+    assert "| ours | 4 |" in table and "| fastapi | 1 |" in table
+    [png] = out.glob("*-small.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
