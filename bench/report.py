@@ -16,7 +16,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-__all__ = ["goals", "markdown", "plot", "write_results"]
+__all__ = ["DISTURBED_CORES", "goals", "markdown", "plot", "write_results"]
+
+#: A point during which other processes used more than this many cores is marked disturbed.
+DISTURBED_CORES = 0.25
 
 
 def _point(results: dict[str, Any], workload: str, system: str, level: int) -> dict[str, Any] | None:
@@ -106,10 +109,11 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
         for system, block in entry["systems"].items():
             for p in block["points"]:
                 lat, u = p["latency_ms"], p["cpu"]
+                mark = " (disturbed)" if u["other"] > DISTURBED_CORES else ""
                 lines.append(
                     f"| {system} | {p['concurrency']} | {p['throughput']:.1f} | {p['ratio_to_probe']:.2f} | "
                     f"{lat['p50']:.1f} | {lat['p90']:.1f} | {lat['p99']:.1f} | {p['errors']} | "
-                    f"{u['server']:.2f} | {u['loadgen']:.2f} | {u['other']:.2f} |"
+                    f"{u['server']:.2f} | {u['loadgen']:.2f} | {u['other']:.2f}{mark} |"
                 )
         if entry["systems"]:
             probes = ", ".join(
