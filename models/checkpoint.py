@@ -39,6 +39,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], metadata: Ch
         save_file(tensors, tmp_name, metadata={METADATA_KEY: metadata.to_json()})
         with open(tmp_name, "rb") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp_name, 0o644)  # mkstemp makes it owner-only; checkpoints are read by other users
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
