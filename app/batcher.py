@@ -58,7 +58,8 @@ def collect_batch(entries: Sequence[Entry[T]], now: float) -> tuple[list[Entry[T
     Entries whose future is already done (client gone, deadline handled by the caller) are left
     out of both. Pure: it neither touches the queue nor resolves a future.
     """
-    live, expired = [], []
+    live: list[Entry[T]] = []
+    expired: list[Entry[T]] = []
     for entry in entries:
         if entry.future.done():
             continue
@@ -168,11 +169,12 @@ class Batcher(Generic[T, R]):
         stats = BatchStats(len(batch), [started - entry.queued_at for entry in batch])
         self.busy = True
         try:
-            results: list[Any] | None = await loop.run_in_executor(
+            outputs: list[Any] = await loop.run_in_executor(
                 self._executor, self.predict, [entry.item for entry in batch]
             )
-            if len(results) != len(batch):
-                raise RuntimeError(f"predict returned {len(results)} results for {len(batch)} inputs")
+            if len(outputs) != len(batch):
+                raise RuntimeError(f"predict returned {len(outputs)} results for {len(batch)} inputs")
+            results: list[Any] | None = outputs
         except asyncio.CancelledError:
             for entry in batch:
                 if not entry.future.done():
