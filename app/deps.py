@@ -15,12 +15,12 @@ from app.settings import Settings
 __all__ = ["RegistryDep", "SettingsDep", "ModelQuery", "TopKQuery", "require_api_key"]
 
 
-def get_registry(request: Request) -> ModelRegistry:
-    """The app's model registry."""
+async def get_registry(request: Request) -> ModelRegistry:
+    """The app's model registry (async: a sync dependency would cost a thread hop per request)."""
     return request.app.state.registry
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """The app's settings."""
     return request.app.state.settings
 
@@ -33,7 +33,7 @@ TopKQuery = Annotated[int, Query(ge=1, le=1000, description="number of classes t
 _bearer = HTTPBearer(auto_error=False, description="the --api-key, when one is set")
 
 
-def require_api_key(
+async def require_api_key(
     settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
     """401 unless ``Authorization: Bearer <--api-key>`` (no-op when no key is set)."""

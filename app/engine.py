@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from app.preprocess import image_bytes_to_tensor
 from models import CheckpointMetadata, load_checkpoint
+from models.fuse import fold_batchnorm
 from models.preprocessing import normalize
 
 __all__ = ["Engine", "resolve_device", "resolve_precision", "candidate_batch_sizes", "pick_batch_cap"]
@@ -80,13 +81,12 @@ class Engine:
 
     @classmethod
     def load(cls, path: Path, *, device: torch.device, precision: str = "fp32", channels_last: bool = True) -> Engine:
-        """Load a checkpoint onto ``device`` in eval mode, at ``precision`` and memory format."""
+        """Load a checkpoint onto ``device`` in eval mode, BN folded into convs, at ``precision`` and memory format."""
         dtype = resolve_precision(precision, device)
         model, metadata = load_checkpoint(path, device=device)
-        model = model.to(dtype=dtype)
+        model = fold_batchnorm(model.eval().requires_grad_(False)).to(dtype=dtype)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
-        model.eval().requires_grad_(False)
         return cls(path.stem, model, metadata, device, dtype, channels_last, path)
 
     @property
@@ -110,9 +110,8 @@ class Engine:
         batch = torch.stack(images) if isinstance(images, list) else images
         if self.device.type == "cuda":
             batch = batch.pin_memory().to(self.device, non_blocking=True)
-        x = normalize(batch, self.metadata.preprocessing, self.dtype)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        memory_format = torch.channels_last if self.channels_last else torch.preserve_format
+        x = normalize(batch, self.metadata.preprocessing, self.dtype, memory_format)
         logits = self.model(x)
         return torch.softmax(logits.float(), dim=1)
 

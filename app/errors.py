@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 log = logging.getLogger("app.errors")
 
@@ -102,12 +103,23 @@ async def _serve_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
 
 
+#: Status recorded (metrics, access log) when the client hung up before its request was read; nginx's 499.
+CLIENT_CLOSED_REQUEST = 499
+
+
+async def _client_disconnected(request: Request, exc: Exception) -> Response:
+    log.debug("client disconnected before %s %s was read", request.method, request.url.path)
+    return Response(status_code=CLIENT_CLOSED_REQUEST)  # nobody reads it; it only labels the metrics
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse({"detail": "internal server error"}, status_code=500)
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Map every ``ServeError`` to its status and a JSON detail; anything else to a logged JSON 500."""
+    """Map every ``ServeError`` to its status and a JSON detail, a client that hung up mid-body to 499,
+    anything else to a logged JSON 500."""
     app.add_exception_handler(ServeError, _serve_error)
+    app.add_exception_handler(ClientDisconnect, _client_disconnected)
     app.add_exception_handler(Exception, _unexpected)

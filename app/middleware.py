@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
+import random
 import re
 import time
-import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -82,4 +82,6 @@ def _request_id(scope: Scope) -> str:
             if _VALID_ID.match(candidate):
                 return candidate
             break
-    return uuid.uuid4().hex
+    # 128 random bits as hex, like uuid4().hex, without uuid4's os.urandom syscall per request (the ids
+    # need to be unique, not unpredictable); that syscall was 11% of the event loop's time at load.
+    return f"{random.getrandbits(128):032x}"

@@ -2,7 +2,7 @@
 
 Startup is two steps. ``scan()`` (in the lifespan, before the port opens) reads every checkpoint's
 header: cheap, and a broken file fails startup right there with ``--strict``. ``start()`` then loads
-the weights and warms each model up in the forward thread while ``/health`` already answers and
+the weights and warms each model up in a loader thread while ``/health`` already answers and
 ``/ready`` says 503; each model gets its batcher once warm, and ``/ready`` turns 200 when all are.
 """
 
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -58,9 +60,10 @@ class ModelRegistry:
         self.state = "starting"  # starting -> ready -> draining; or failed
         self.device = torch.device("cpu")
         self.preprocess_pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="preprocess")
-        self.forward_pool = ThreadPoolExecutor(
-            1, thread_name_prefix="forward", initializer=torch.set_num_threads, initargs=(settings.torch_threads,)
+        self.load_pool = ThreadPoolExecutor(
+            1, thread_name_prefix="load", initializer=torch.set_num_threads, initargs=(settings.torch_threads,)
         )
+        self.forward_lock = threading.Lock()  # one forward (or warm-up) at a time on the device
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -99,7 +102,7 @@ class ModelRegistry:
         for name, path in self.paths.items():
             try:
                 started = time.perf_counter()
-                engine = await loop.run_in_executor(self.forward_pool, self._load_one, path)
+                engine = await loop.run_in_executor(self.load_pool, self._load_one, path)
             except Exception as exc:  # noqa: BLE001  (skipped and logged, or fatal under --strict)
                 self._fail(name, f"{type(exc).__name__}: {exc}")
                 continue
@@ -127,12 +130,17 @@ class ModelRegistry:
             on_fatal(reason)
             return
         self.state = "ready"
+        # Startup objects (modules, weights, OpenAPI schema) live until exit: move them out of the
+        # collector's reach so the collections that request traffic triggers stay short.
+        gc.collect()
+        gc.freeze()
         log.info("ready", extra={"models": sorted(self.models), "default": self.default})
 
     def _load_one(self, path: Path) -> Engine:
         s = self.settings
         engine = Engine.load(path, device=self.device, precision=s.precision, channels_last=s.channels_last)
-        engine.warmup(s.max_batch_size, autotune=s.autotune_batch)
+        with self.forward_lock:  # timings undisturbed by models already serving
+            engine.warmup(s.max_batch_size, autotune=s.autotune_batch)
         return engine
 
     def _serve(self, engine: Engine) -> None:
@@ -143,8 +151,9 @@ class ModelRegistry:
             max_wait_s=s.max_wait_ms / 1000,
             max_queue=s.max_queue,
             timeout_s=s.timeout_s,
-            executor=self.forward_pool,
             on_batch=self.metrics.batch_observer(name),
+            forward_lock=self.forward_lock,
+            thread_init=functools.partial(torch.set_num_threads, s.torch_threads),
             name=name,
         )
         batcher.start()
@@ -192,4 +201,4 @@ class ModelRegistry:
         for served in self.models.values():
             await served.batcher.stop()
         self.preprocess_pool.shutdown(wait=False, cancel_futures=True)
-        self.forward_pool.shutdown(wait=False, cancel_futures=True)
+        self.load_pool.shutdown(wait=False, cancel_futures=True)

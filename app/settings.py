@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     torch_threads: int = Field(
         default_factory=_cores, ge=1, description="torch intra-op threads for the forward; default: cores"
     )
+    gil_switch_interval_ms: float = Field(
+        0.5,
+        gt=0,
+        le=100,
+        description="Python's GIL switch interval: how soon the forward thread gets the GIL back from the event loop",
+    )
     # Ops
     api_key: str | None = Field(None, description="require 'Authorization: Bearer KEY' (not on health/ready/metrics)")
     cors_origins: Annotated[list[str], NoDecode] = Field(

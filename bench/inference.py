@@ -2,7 +2,7 @@
 
 The ceiling, the drift probe and both peers use exactly these functions, so a difference between
 them and our service is the serving layer, not the model: the same ``load_checkpoint`` weights, the
-same ``prepare_image`` + ``normalize`` preprocessing, the same precision, memory format and torch
+same ``prepare_image`` + ``normalize`` preprocessing, the same BN folding, the same precision, memory format and torch
 thread count.
 """
 
@@ -18,6 +18,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from models import CheckpointMetadata, load_checkpoint
+from models.fuse import fold_batchnorm
 from models.preprocessing import normalize, prepare_image
 
 __all__ = ["DTYPES", "LoadedModel", "load_model", "decode_and_prepare", "set_threads"]
@@ -52,9 +53,8 @@ class LoadedModel:
         """uint8 (N, C, H, W) on the CPU -> float32 class probabilities on the device (not synchronised)."""
         if self.device.type == "cuda":
             batch = batch.pin_memory().to(self.device, non_blocking=True)
-        x = normalize(batch, self.metadata.preprocessing, self.dtype)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        memory_format = torch.channels_last if self.channels_last else torch.preserve_format
+        x = normalize(batch, self.metadata.preprocessing, self.dtype, memory_format)
         return torch.softmax(self.model(x).float(), dim=1)
 
     def synchronize(self) -> None:
@@ -80,12 +80,11 @@ class LoadedModel:
 def load_model(
     path: str | Path, *, device: str = "cpu", precision: str = "fp32", channels_last: bool = True
 ) -> LoadedModel:
-    """Load a checkpoint the way the service does: eval mode, ``precision``, optional channels_last."""
+    """Load a checkpoint the way the service does: eval mode, BN folded, ``precision``, optional channels_last."""
     dev = torch.device(device)
     dtype = DTYPES[precision]
     model, metadata = load_checkpoint(path, device=dev)
-    model = model.to(dtype=dtype)
+    model = fold_batchnorm(model.eval().requires_grad_(False)).to(dtype=dtype)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    model.eval().requires_grad_(False)
     return LoadedModel(model, metadata, dev, dtype, channels_last)

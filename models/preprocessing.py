@@ -7,6 +7,8 @@ the model's device (``normalize``).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from PIL import Image
@@ -75,8 +77,25 @@ def prepare_image(image: Image.Image, spec: PreprocessingSpec) -> Tensor:
     return to_uint8_tensor(resize_and_crop(convert_mode(image, spec.channels), spec))
 
 
-def normalize(batch: Tensor, spec: PreprocessingSpec, dtype: torch.dtype = torch.float32) -> Tensor:
-    """uint8 (N, C, H, W) batch -> normalized float batch on the batch's own device."""
-    mean = torch.tensor(spec.mean, device=batch.device, dtype=torch.float32).view(1, -1, 1, 1) * 255.0
-    std = torch.tensor(spec.std, device=batch.device, dtype=torch.float32).view(1, -1, 1, 1) * 255.0
-    return ((batch.to(torch.float32) - mean) / std).to(dtype)
+@functools.lru_cache(maxsize=64)
+def _pixel_mean_std(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[Tensor, Tensor]:
+    shape = (1, len(mean), 1, 1)
+    as_tensor = functools.partial(torch.tensor, device=device, dtype=torch.float32)
+    return (as_tensor(mean).view(shape) * 255.0, as_tensor(std).view(shape) * 255.0)
+
+
+def normalize(
+    batch: Tensor,
+    spec: PreprocessingSpec,
+    dtype: torch.dtype = torch.float32,
+    memory_format: torch.memory_format = torch.preserve_format,
+) -> Tensor:
+    """uint8 (N, C, H, W) batch -> normalized float batch on the batch's own device.
+
+    Three tensor ops (the mean and std tensors are cached per device): on a server every op is a
+    round trip through the GIL. ``memory_format`` (e.g. ``torch.channels_last``) is applied by the
+    float conversion itself, without a separate copy.
+    """
+    mean, std = _pixel_mean_std(tuple(spec.mean), tuple(spec.std), batch.device)
+    x = batch.to(dtype=torch.float32, memory_format=memory_format)
+    return ((x - mean) / std).to(dtype)

@@ -221,6 +221,7 @@ def test_a_client_that_goes_away_does_not_break_its_batch() -> None:
             stays = asyncio.ensure_future(b.submit(2))
             await asyncio.sleep(0.01)
             gone.cancel()
+            await asyncio.sleep(0.01)  # the cancellation lands before the next batch forms
             rec.gate.set()
             assert await blocker == 0 and await stays == 4
             assert gone.cancelled()
