@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
-import sys
 import threading
 from types import FrameType
 from typing import Any
@@ -58,8 +57,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     add("max_image_pixels", type=int)
     add("max_batch_files", type=int)
     add("workers", type=int)
+    add("inline_decode_max_pixels", type=int)
     add("torch_threads", type=int)
-    add("gil_switch_interval_ms", type=float)
     add("api_key")
     add("cors_origins")
     add("log_level", choices=["debug", "info", "warning", "error"])
@@ -111,9 +110,6 @@ def main(argv: list[str] | None = None) -> int:
     # Each request allocates a few hundred short-lived objects; with CPython's default gen-0 threshold
     # (700) the collector ran every few requests and took 12% of the event loop's time at load.
     gc.set_threshold(20_000, 50, 50)
-    # The forward thread needs the GIL back after every tensor op; with the default 5 ms interval a busy
-    # event loop held it long enough to double a small model's batch time (1.25k -> 1.5k req/s at 0.5 ms).
-    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     app = create_app(settings)
     config = uvicorn.Config(
         app,

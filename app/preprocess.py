@@ -19,7 +19,7 @@ from app.errors import InvalidImage
 from models import PreprocessingSpec
 from models.preprocessing import prepare_image
 
-__all__ = ["ALLOWED_FORMATS", "MAX_SIDE", "decode_image", "draft_size", "image_bytes_to_tensor"]
+__all__ = ["ALLOWED_FORMATS", "MAX_SIDE", "decode_image", "draft_size", "image_bytes_to_tensor", "is_tiny_image"]
 
 log = logging.getLogger("app.preprocess")
 
@@ -48,6 +48,26 @@ def _open(data: bytes) -> Image.Image:
         raise InvalidImage(f"not a decodable image; accepted formats: {', '.join(ALLOWED_FORMATS)}") from None
     except Exception as exc:  # noqa: BLE001  (any parser failure on untrusted bytes is the client's bad data)
         raise InvalidImage(f"unreadable image header: {exc}") from None
+
+
+#: Bodies above this size are never peeked at on the event loop (no tiny image is this big).
+TINY_IMAGE_MAX_BYTES = 64 * 1024
+
+
+def is_tiny_image(data: bytes, max_pixels: int) -> bool:
+    """Whether ``data`` is an image of at most ``max_pixels`` pixels, from its header alone.
+
+    Reads only the header (no pixel is decoded), so it is safe on the event loop; anything
+    unreadable answers False and gets its proper error from the worker pool.
+    """
+    if max_pixels <= 0 or len(data) > TINY_IMAGE_MAX_BYTES:
+        return False
+    try:
+        with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as image:
+            width, height = image.size
+    except Exception:  # noqa: BLE001
+        return False
+    return width * height <= max_pixels
 
 
 def decode_image(data: bytes, spec: PreprocessingSpec, *, max_pixels: int) -> Image.Image:

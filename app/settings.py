@@ -55,14 +55,13 @@ class Settings(BaseSettings):
         ge=1,
         description="preprocessing threads (decode, resize); default min(4, cores)",
     )
+    inline_decode_max_pixels: int = Field(
+        4096,
+        ge=0,
+        description="images up to this many pixels (64x64) are decoded on the event loop, not in the pool; 0: never",
+    )
     torch_threads: int = Field(
         default_factory=_cores, ge=1, description="torch intra-op threads for the forward; default: cores"
-    )
-    gil_switch_interval_ms: float = Field(
-        0.5,
-        gt=0,
-        le=100,
-        description="Python's GIL switch interval: how soon the forward thread gets the GIL back from the event loop",
     )
     # Ops
     api_key: str | None = Field(None, description="require 'Authorization: Bearer KEY' (not on health/ready/metrics)")

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from app.errors import InvalidImage
-from app.preprocess import MAX_SIDE, decode_image, draft_size, image_bytes_to_tensor
+from app.preprocess import MAX_SIDE, decode_image, draft_size, image_bytes_to_tensor, is_tiny_image
 from models import PreprocessingSpec
 
 MAX_PIXELS = 40_000_000
@@ -153,3 +153,11 @@ def test_pixels_match_the_shared_preprocessing(gray_spec: PreprocessingSpec) -> 
     image = Image.fromarray(rng.integers(0, 255, (40, 50), dtype=np.uint8))
     served = image_bytes_to_tensor(encode(image, "PNG"), gray_spec, max_pixels=MAX_PIXELS)
     assert torch.equal(served, prepare_image(image, gray_spec))
+
+
+def test_only_small_images_are_tiny_judged_from_the_header_alone() -> None:
+    assert is_tiny_image(encode(Image.new("L", (28, 28)), "PNG"), max_pixels=4096)
+    assert not is_tiny_image(encode(Image.new("L", (65, 64)), "PNG"), max_pixels=4096)
+    assert not is_tiny_image(png_header_only(50_000, 50_000), max_pixels=4096)  # small file, huge image
+    assert not is_tiny_image(b"not an image", max_pixels=4096)  # its 400 comes from the worker pool
+    assert not is_tiny_image(encode(Image.new("L", (28, 28)), "PNG"), max_pixels=0)  # 0 turns it off

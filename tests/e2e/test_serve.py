@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import socket
 import struct
+import time
 import zlib
 from pathlib import Path
 
@@ -169,6 +171,20 @@ def test_service_stays_ready_after_errors(client: httpx.Client) -> None:
     client.post("/predict", content=b"junk", headers={"content-type": "image/png"})
     assert client.get("/ready").status_code == 200
     assert client.post("/predict", files={"file": ("a.png", png_bytes(), "image/png")}).status_code == 200
+
+
+def test_a_client_that_hangs_up_mid_body_is_a_499_not_a_500(server: ServerProcess, client: httpx.Client) -> None:
+    host, port = server.url.removeprefix("http://").split(":")
+    head = "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 5000\r\n\r\n"
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head.encode() + png_bytes()[:100])  # then hang up with 4900 bytes still owed
+    deadline = time.monotonic() + 10
+    while metric_total(client.get("/metrics").text, "resnet_serve_requests_total", status="499") < 1:
+        assert time.monotonic() < deadline, "the hang-up was never recorded"
+        time.sleep(0.05)
+    assert metric_total(client.get("/metrics").text, "resnet_serve_requests_total", status="500") == 0
+    assert "unhandled error" not in server.log()
+    assert client.get("/ready").status_code == 200
 
 
 def test_request_id_is_echoed_or_generated_and_logged(server: ServerProcess, client: httpx.Client) -> None:
