@@ -139,7 +139,7 @@ def _system_block(system: str, workload: Any, model: Any, best_batch: int, confi
                 f"wrk {point.cpu.loadgen:.2f} other {point.cpu.other:.2f}"
             )
             points.append(point.to_dict())
-            loadgen.wait_quiet()
+            loadgen.wait_quiet(server.pid)  # before the next point, and before the probe after
         after = probe(model, workload.image, best_batch, config.probe_s)
     mean_ips = statistics.mean([before.images_per_s, after.images_per_s])
     mean_lat = statistics.mean([before.latency_ms, after.latency_ms])
