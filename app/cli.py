@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from app.logs import configure_logging
 from app.main import create_app
+from app.memory import keep_freed_memory
 from app.registry import ModelRegistry
 from app.settings import Settings
 
@@ -59,6 +60,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     add("workers", type=int)
     add("inline_decode_max_pixels", type=int)
     add("torch_threads", type=int)
+    add("malloc_keep_mb", type=int)
     add("api_key")
     add("cors_origins")
     add("log_level", choices=["debug", "info", "warning", "error"])
@@ -110,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     # Each request allocates a few hundred short-lived objects; with CPython's default gen-0 threshold
     # (700) the collector ran every few requests and took 12% of the event loop's time at load.
     gc.set_threshold(20_000, 50, 50)
+    keep_freed_memory(settings.malloc_keep_mb)
     app = create_app(settings)
     config = uvicorn.Config(
         app,

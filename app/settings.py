@@ -60,6 +60,11 @@ class Settings(BaseSettings):
         ge=0,
         description="images up to this many pixels (64x64) are decoded on the event loop, not in the pool; 0: never",
     )
+    malloc_keep_mb: int = Field(
+        256,
+        ge=0,
+        description="freed memory glibc keeps for reuse instead of returning it to the OS (0: glibc's defaults)",
+    )
     torch_threads: int = Field(
         default_factory=_cores, ge=1, description="torch intra-op threads for the forward; default: cores"
     )

@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from app.memory import keep_freed_memory
 from bench.loadgen import find_wrk
 from bench.report import write_results
 from bench.runner import RunConfig, other_work, run
@@ -71,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode != "ceiling" and find_wrk() is None:
         print("wrk not found: apt-get install -y wrk", file=sys.stderr)
         return 1
+    # The ceiling and the probes run in this process: give them the allocator policy our server uses
+    # (app/memory.py), or ours would be measured against a handicapped ceiling. The peers keep glibc's.
+    keep_freed_memory(256)
     if other_work():
         print("warning: a training job is running; figures from this run are not valid for comparison", file=sys.stderr)
     config = RunConfig(
