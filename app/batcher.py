@@ -5,7 +5,8 @@ new requests queue up and form the next batch, up to ``max_batch_size``. ``max_w
 holds a partial batch a little longer to let it fill. The forward runs in a dedicated thread so the
 event loop keeps accepting and preprocessing requests meanwhile. After a batch, each future is
 resolved on its own: a result, or the error of its own batch; requests whose deadline passed or
-whose client went away are dropped before the forward.
+whose client went away are dropped before the forward. ``drain()`` waits until everything queued
+has been answered, so a model can be retired without failing a request.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from app import request_log
 from app.errors import DeadlineExceeded, InferenceFailed, Overloaded
 
 __all__ = ["Batcher", "Entry", "BatchStats", "collect_batch"]
@@ -92,7 +94,6 @@ class Batcher(Generic[T, R]):
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix=f"forward-{name}")
         self._on_batch = on_batch
         self._task: asyncio.Task[None] | None = None
-        self.busy = False
 
     @property
     def depth(self) -> int:
@@ -104,6 +105,10 @@ class Batcher(Generic[T, R]):
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
 
+    async def drain(self) -> None:
+        """Wait until every request queued so far has its answer (new ones may still arrive)."""
+        await self._queue.join()
+
     async def stop(self) -> None:
         """Stop the loop; fail what is still queued; release the forward thread."""
         if self._task is not None:
@@ -113,16 +118,17 @@ class Batcher(Generic[T, R]):
             self._task = None
         while not self._queue.empty():
             entry = self._queue.get_nowait()
+            self._queue.task_done()
             if not entry.future.done():
                 entry.future.set_exception(InferenceFailed("the service shut down before this request ran"))
         if self._own_executor:
             self._executor.shutdown(wait=False)
 
-    async def submit(self, item: T, *, deadline: float | None = None, trace: dict[str, Any] | None = None) -> R:
+    async def submit(self, item: T, *, deadline: float | None = None) -> R:
         """Queue ``item`` and wait for its result; 503 when the queue is full, 504 past the deadline.
 
-        ``deadline`` is a ``time.monotonic()`` instant (default: now + ``timeout_s``); ``trace``, when
-        given, receives the batch size and the queue and inference milliseconds of this request.
+        ``deadline`` is a ``time.monotonic()`` instant (default: now + ``timeout_s``). The batch size and
+        the queue and inference times go to the current request's log (``app.request_log``).
         """
         loop = asyncio.get_running_loop()
         now = time.monotonic()
@@ -137,28 +143,45 @@ class Batcher(Generic[T, R]):
         except TimeoutError:
             raise DeadlineExceeded(f"no result within the {self.timeout_s:g} s deadline") from None
         finally:
-            if trace is not None and entry.batch_size:
-                trace["batch_size"] = entry.batch_size
-                trace["queue_ms"] = round((entry.started_at - entry.queued_at) * 1000, 3)
-                trace["inference_ms"] = round((entry.finished_at - entry.started_at) * 1000, 3)
+            if entry.batch_size:
+                request_log.current().record_batch(
+                    entry.batch_size, entry.started_at - entry.queued_at, entry.finished_at - entry.started_at
+                )
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            entries = [await self._queue.get()]
-            self._drain(entries)
-            if self.max_wait_s > 0:
-                until = time.monotonic() + self.max_wait_s
-                while len(entries) < self.max_batch_size and time.monotonic() < until:
-                    await asyncio.sleep(min(0.001, until - time.monotonic()))
-                    self._drain(entries)
-            batch, expired = collect_batch(entries, time.monotonic())
-            for entry in expired:
-                entry.future.set_exception(DeadlineExceeded(f"no result within the {self.timeout_s:g} s deadline"))
-            if batch:
-                await self._run(loop, batch)
+            entries: list[Entry[T]] = []
+            try:
+                await self._collect(entries)
+                batch, expired = collect_batch(entries, time.monotonic())
+                for entry in expired:
+                    entry.future.set_exception(DeadlineExceeded(f"no result within the {self.timeout_s:g} s deadline"))
+                if batch:
+                    await self._run(loop, batch)
+            except asyncio.CancelledError:
+                for entry in entries:
+                    if not entry.future.done():
+                        entry.future.set_exception(InferenceFailed("the service shut down before this request ran"))
+                raise
+            finally:
+                for _ in entries:
+                    self._queue.task_done()
 
-    def _drain(self, entries: list[Entry[T]]) -> None:
+    async def _collect(self, entries: list[Entry[T]]) -> None:
+        """Wait for a first request, take what else is queued, and with ``max_wait_s`` wait that long to fill up."""
+        entries.append(await self._queue.get())
+        self._take_queued(entries)
+        if self.max_wait_s > 0:
+            until = time.monotonic() + self.max_wait_s
+            while len(entries) < self.max_batch_size and (remaining := until - time.monotonic()) > 0:
+                try:
+                    entries.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except TimeoutError:
+                    break
+                self._take_queued(entries)
+
+    def _take_queued(self, entries: list[Entry[T]]) -> None:
         while len(entries) < self.max_batch_size and not self._queue.empty():
             entries.append(self._queue.get_nowait())
 
@@ -167,7 +190,6 @@ class Batcher(Generic[T, R]):
         for entry in batch:
             entry.batch_size, entry.started_at = len(batch), started
         stats = BatchStats(len(batch), [started - entry.queued_at for entry in batch])
-        self.busy = True
         try:
             outputs: list[Any] = await loop.run_in_executor(
                 self._executor, self.predict, [entry.item for entry in batch]
@@ -180,12 +202,10 @@ class Batcher(Generic[T, R]):
                 if not entry.future.done():
                     entry.future.set_exception(InferenceFailed("the service shut down during this request's batch"))
             raise
-        except Exception as exc:  # noqa: BLE001  (a failing batch fails only its own requests)
+        except Exception as exc:
             log.exception("batch of %d for model %r failed", len(batch), self.name)
             stats.ok, results = False, None
             detail = f"inference failed: {type(exc).__name__}: {exc}"
-        finally:
-            self.busy = False
         finished = time.monotonic()
         stats.inference_s = finished - started
         for i, entry in enumerate(batch):
@@ -200,5 +220,5 @@ class Batcher(Generic[T, R]):
         if self._on_batch is not None:
             try:
                 self._on_batch(stats)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("on_batch hook failed")

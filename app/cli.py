@@ -1,73 +1,77 @@
-"""``resnet-serve``: flags -> ``Settings`` -> uvicorn, with a drain on SIGTERM.
+"""``resnet-serve``: flags -> ``Settings`` -> process tuning -> uvicorn, with a drain on SIGTERM.
 
-Every flag has an environment twin (``--max-batch-size`` / ``RESNET_SERVE_MAX_BATCH_SIZE``); a flag
-given on the command line wins over the environment, which wins over the default.
+The flags are generated from ``Settings`` (one per field, tuning knobs excepted), so a setting is
+declared once. Every flag has an environment twin (``--max-batch-size`` /
+``RESNET_SERVE_MAX_BATCH_SIZE``); a flag given on the command line wins over the environment, which
+wins over the default.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import threading
+import types
+from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Literal, Union, get_args, get_origin
 
 import uvicorn
 from pydantic import ValidationError
+from pydantic.fields import FieldInfo
 
+from app import __version__
 from app.logs import configure_logging
 from app.main import create_app
-from app.memory import keep_freed_memory
 from app.registry import ModelRegistry
 from app.settings import Settings
+from app.tuning import freeze_startup_objects, tune_process
 
 __all__ = ["main", "get_args_parser"]
 
 log = logging.getLogger("app.cli")
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    """Every flag; defaults are ``None`` so only flags actually given override the environment."""
-    fields = Settings.model_fields
-    p = argparse.ArgumentParser(prog="resnet-serve", description="Serve ResNet checkpoints over HTTP.")
+def _argument_options(field: FieldInfo) -> dict[str, Any]:
+    """argparse options for a field's type: on/off pair for bools, choices for Literals, int/float parsing."""
+    annotation = field.annotation
+    if get_origin(annotation) in (Union, types.UnionType):  # ``X | None``: the flag gives an X
+        annotation = next(arg for arg in get_args(annotation) if arg is not type(None))
+    if annotation is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if get_origin(annotation) is Literal:
+        return {"choices": list(get_args(annotation))}
+    if annotation in (int, float):
+        return {"type": annotation}
+    if annotation is Path:
+        return {"type": Path, "metavar": "PATH"}
+    return {}  # str, and comma-separated lists that Settings splits itself
 
-    def add(name: str, **kwargs: Any) -> None:
-        field = fields[name]
-        default = field.default if field.default_factory is None else "(computed)"
-        env = f"RESNET_SERVE_{name.upper()}"
+
+def _help(name: str, field: FieldInfo) -> str:
+    """The field's description, its default (unless the description states it) and its environment twin."""
+    parts = [field.description or name]
+    if "default" not in parts[0]:
+        default = field.get_default(call_default_factory=True)
+        parts.append(f"default {default if default not in (None, []) else 'none'}")
+    parts.append(f"env RESNET_SERVE_{name.upper()}")
+    return "; ".join(parts)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """One flag per operator setting; defaults are ``None`` so only flags given override the environment."""
+    p = argparse.ArgumentParser(prog="resnet-serve", description="Serve ResNet checkpoints over HTTP.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    for name in Settings.flag_names():
+        field = Settings.model_fields[name]
         p.add_argument(
             f"--{name.replace('_', '-')}",
             dest=name,
             default=None,
-            help=f"{field.description}; default {default}; env {env}",
-            **kwargs,
+            help=_help(name, field),
+            **_argument_options(field),
         )
-
-    add("host")
-    add("port", type=int)
-    add("weights_dir")
-    add("default_model")
-    add("device")
-    add("precision", choices=["fp32", "fp16", "bf16"])
-    add("max_batch_size", type=int)
-    add("max_wait_ms", type=float)
-    add("max_queue", type=int)
-    add("timeout_s", type=float)
-    add("max_upload_mb", type=float)
-    add("max_image_pixels", type=int)
-    add("max_batch_files", type=int)
-    add("workers", type=int)
-    add("inline_decode_max_pixels", type=int)
-    add("torch_threads", type=int)
-    add("malloc_keep_mb", type=int)
-    add("api_key")
-    add("cors_origins")
-    add("log_level", choices=["debug", "info", "warning", "error"])
-    add("log_format", choices=["json", "text"])
-    add("drain_grace_s", type=float)
-    for name in ("strict", "channels_last", "autotune_batch"):
-        add(name, action=argparse.BooleanOptionalAction)
     return p
 
 
@@ -77,9 +81,9 @@ class DrainingServer(uvicorn.Server):
     Exits with status 0 after a clean drain instead of re-raising the signal.
     """
 
-    def __init__(self, config: uvicorn.Config, registry: ModelRegistry, grace_s: float) -> None:
+    def __init__(self, config: uvicorn.Config, drain: Callable[[], None], grace_s: float) -> None:
         super().__init__(config)
-        self.registry = registry
+        self.drain = drain
         self.grace_s = grace_s
         self._draining = False
 
@@ -88,7 +92,7 @@ class DrainingServer(uvicorn.Server):
             self.should_exit = self.force_exit = True
             return
         self._draining = True
-        self.registry.drain()
+        self.drain()
         if self.grace_s > 0:
             timer = threading.Timer(self.grace_s, self._exit)
             timer.daemon = True
@@ -101,19 +105,24 @@ class DrainingServer(uvicorn.Server):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse flags, build the app, serve until SIGTERM; 0 after a clean drain, 1 when startup fails."""
-    args = get_args_parser().parse_args(argv)
+    """Parse flags, tune the process, serve until SIGTERM; 0 after a clean drain, 1 when startup fails."""
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if v is not None}
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
-        get_args_parser().error(str(exc))
+        parser.error(str(exc))
     configure_logging(settings.log_level, settings.log_format)
-    # Each request allocates a few hundred short-lived objects; with CPython's default gen-0 threshold
-    # (700) the collector ran every few requests and took 12% of the event loop's time at load.
-    gc.set_threshold(20_000, 50, 50)
-    keep_freed_memory(settings.malloc_keep_mb)
-    app = create_app(settings)
+    tune_process(settings)
+    server: DrainingServer | None = None
+
+    def stop_on_fatal(reason: str) -> None:
+        if server is not None:
+            server.handle_exit(0, None)
+
+    app = create_app(settings, on_fatal=stop_on_fatal, on_ready=freeze_startup_objects)
+    registry: ModelRegistry = app.state.registry
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -123,9 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=int(settings.timeout_s) + 5,
         server_header=False,
     )
-    registry: ModelRegistry = app.state.registry
-    server = DrainingServer(config, registry, settings.drain_grace_s)
-    app.state.on_fatal = lambda reason: server.handle_exit(0, None)
+    server = DrainingServer(config, registry.drain, settings.drain_grace_s)
     server.run()
     if registry.state == "failed" or not server.started:
         return 1

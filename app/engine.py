@@ -16,38 +16,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from app.preprocess import image_bytes_to_tensor
+from app.preprocess import DEFAULT_MAX_PIXELS, image_bytes_to_tensor
 from models import CheckpointMetadata, load_checkpoint
+from models.device import precision_name, resolve_precision
 from models.fuse import fold_batchnorm
 from models.preprocessing import normalize
 
-__all__ = ["Engine", "resolve_device", "resolve_precision", "candidate_batch_sizes", "pick_batch_cap"]
+__all__ = ["Engine", "candidate_batch_sizes", "pick_batch_cap"]
 
 log = logging.getLogger("app.engine")
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda:N`` must exist."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} requested but CUDA is not available")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {name!r} does not exist ({torch.cuda.device_count()} CUDA devices)")
-    return device
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """The dtype for ``precision`` on ``device``; raises ``ValueError`` where the device lacks it."""
-    if precision not in DTYPES:
-        raise ValueError(f"precision must be one of {sorted(DTYPES)}, got {precision!r}")
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError(f"bf16 is not supported on {torch.cuda.get_device_name(device)}")
-    return DTYPES[precision]
 
 
 def candidate_batch_sizes(max_batch_size: int) -> list[int]:
@@ -92,7 +69,7 @@ class Engine:
     @property
     def precision(self) -> str:
         """``fp32``, ``fp16`` or ``bf16``."""
-        return next(name for name, dtype in DTYPES.items() if dtype == self.dtype)
+        return precision_name(self.dtype)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -100,7 +77,7 @@ class Engine:
         spec = self.metadata.preprocessing
         return (spec.channels, spec.input_size, spec.input_size)
 
-    def preprocess(self, data: bytes, *, max_pixels: int) -> Tensor:
+    def preprocess(self, data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
         """Image bytes -> uint8 (C, H, W) tensor on the CPU (raises ``InvalidImage``)."""
         return image_bytes_to_tensor(data, self.metadata.preprocessing, max_pixels=max_pixels)
 
@@ -114,6 +91,11 @@ class Engine:
         x = normalize(batch, self.metadata.preprocessing, self.dtype, memory_format)
         logits = self.model(x)
         return torch.softmax(logits.float(), dim=1)
+
+    def synchronize(self) -> None:
+        """Wait for the device's queued work (a no-op on the CPU): for timing ``predict`` from outside."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def postprocess(self, probs: Tensor, top_ks: list[int]) -> list[list[dict[str, Any]]]:
         """Probabilities -> per image, its ``top_k`` predictions sorted by score."""
@@ -160,5 +142,5 @@ class Engine:
 
     def _run(self, batch: Tensor) -> float:
         start = time.perf_counter()
-        self.predict(batch).cpu()
+        self.predict(batch).cpu()  # .cpu() waits for the device
         return time.perf_counter() - start

@@ -1,22 +1,33 @@
-"""``create_app(settings)``: assembles routers, middleware and the lifespan; nothing else."""
+"""``create_app(settings, on_fatal=..., on_ready=...)``: routers, middleware and the lifespan; nothing else.
+
+The lifespan resolves the device, scans the weights directory (a startup failure stops the process
+before the port opens), then loads and warms the models in the background while ``/health`` already
+answers and ``/ready`` says 503.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from app import __version__
 from app.errors import install_error_handlers
+from app.executors import Executors
+from app.loader import ModelLoader
 from app.metrics import Metrics
 from app.middleware import RequestContextMiddleware
-from app.registry import ModelRegistry
+from app.registry import ModelRegistry, StartupError
 from app.routes import models, ops, predict
 from app.settings import Settings
+from models.device import resolve_device, resolve_precision
 
 __all__ = ["create_app"]
 
@@ -35,22 +46,45 @@ def _exit_on_fatal(reason: str) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Scan checkpoints (fails startup if none is usable), then load and warm them in the background."""
-    registry: ModelRegistry = app.state.registry
-    registry.scan()
-    registry.start(on_fatal=app.state.on_fatal)
-    yield
-    await registry.close()
+def create_app(
+    settings: Settings | None = None,
+    *,
+    on_fatal: Callable[[str], None] = _exit_on_fatal,
+    on_ready: Callable[[], None] = lambda: None,
+) -> FastAPI:
+    """A ready-to-serve ASGI app; its models load when the lifespan starts.
 
-
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """A ready-to-serve ASGI app; its models load when the lifespan starts."""
+    ``on_fatal(reason)`` runs when startup fails after the port opened (default: SIGTERM to this
+    process); ``on_ready()`` once every model is warm (``resnet-serve`` freezes its startup objects).
+    """
     settings = settings or Settings()
+    metrics = Metrics()
+    registry = ModelRegistry(settings.weights_dir, default_model=settings.default_model, strict=settings.strict)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            device = resolve_device(settings.device)
+            resolve_precision(settings.precision, device)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
+        registry.scan()
+        executors = Executors.create(workers=settings.workers, torch_threads=settings.torch_threads)
+        loader = ModelLoader(settings, device, executors, metrics)
+        loading = asyncio.create_task(loader.load_all(registry, on_fatal=on_fatal, on_ready=on_ready))
+        try:
+            yield
+        finally:
+            loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loading
+            for service in registry.services.values():
+                await service.stop()
+            executors.shutdown()
+
     app = FastAPI(
         title="ResNet Serve",
-        version="0.1.0",
+        version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
         # Metrics are Prometheus (/metrics). FastAPI's native OpenTelemetry hook would otherwise look up
@@ -58,9 +92,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
-    app.state.metrics = Metrics()
-    app.state.registry = ModelRegistry(settings, app.state.metrics)
-    app.state.on_fatal = _exit_on_fatal
+    app.state.metrics = metrics
+    app.state.registry = registry
     install_error_handlers(app)
     app.include_router(predict.router)
     app.include_router(models.router)
@@ -73,5 +106,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             expose_headers=["X-Request-ID", "Retry-After"],
         )
-    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app

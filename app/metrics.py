@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from app.batcher import BatchStats
 
-__all__ = ["Metrics", "CONTENT_TYPE_LATEST"]
+__all__ = ["Metrics", "ModelInfoLabels", "ModelMetrics", "CONTENT_TYPE_LATEST"]
 
 _LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -46,27 +50,72 @@ class Metrics:
         self.model_info = Gauge(
             "resnet_serve_model_info",
             "loaded models (1 = serving)",
-            ["model", "arch", "device", "precision", "batch_cap", "default"],
+            ["model", "arch", "device", "precision", "batch_cap", "default", "version"],
             registry=r,
         )
 
-    def batch_observer(self, model: str):
-        """A ``Batcher`` ``on_batch`` hook recording batch size, queue waits, inference time, images."""
-        batch_size = self.batch_size.labels(model)
-        queue_wait = self.queue_wait.labels(model)
-        inference = self.inference.labels(model)
-        images = self.images.labels(model)
-
-        def observe(stats: BatchStats) -> None:
-            batch_size.observe(stats.size)
-            for wait in stats.queue_waits_s:
-                queue_wait.observe(wait)
-            inference.observe(stats.inference_s)
-            if stats.ok:
-                images.inc(stats.size)
-
-        return observe
+    def for_model(self, model: str) -> ModelMetrics:
+        """The families' children labelled with ``model``, for the service that serves it."""
+        return ModelMetrics(self, model)
 
     def render(self) -> bytes:
         """The exposition text (prometheus-client's own encoder)."""
         return generate_latest(self.registry)
+
+
+class ModelMetrics:
+    """One model's metric children, bound once (label lookups off the request path), removable."""
+
+    def __init__(self, metrics: Metrics, model: str) -> None:
+        self._metrics = metrics
+        self.model = model
+        self.preprocess = metrics.preprocess.labels(model)
+        self._batch_size = metrics.batch_size.labels(model)
+        self._queue_wait = metrics.queue_wait.labels(model)
+        self._inference = metrics.inference.labels(model)
+        self._images = metrics.images.labels(model)
+        self._info: tuple[str, ...] | None = None
+
+    def observe_batch(self, stats: BatchStats) -> None:
+        """A ``Batcher`` ``on_batch`` hook: batch size, queue waits, inference time, images classified."""
+        self._batch_size.observe(stats.size)
+        for wait in stats.queue_waits_s:
+            self._queue_wait.observe(wait)
+        self._inference.observe(stats.inference_s)
+        if stats.ok:
+            self._images.inc(stats.size)
+
+    def track_queue_depth(self, depth: Callable[[], int]) -> None:
+        """Report ``depth()`` as this model's queue depth at every scrape."""
+        self._metrics.queue_depth.labels(self.model).set_function(depth)
+
+    def set_info(self, info: ModelInfoLabels) -> None:
+        """Publish ``model_info`` (1 = serving) with these labels, replacing this model's earlier ones."""
+        if self._info is not None:
+            self._metrics.model_info.remove(*self._info)
+        self._info = (self.model, *info.values())
+        self._metrics.model_info.labels(*self._info).set(1)
+
+    def withdraw(self) -> None:
+        """The model no longer serves: drop its ``model_info`` and queue-depth series (counters stay)."""
+        if self._info is not None:
+            self._metrics.model_info.remove(*self._info)
+            self._info = None
+        with contextlib.suppress(KeyError):
+            self._metrics.queue_depth.remove(self.model)
+
+
+@dataclass(frozen=True)
+class ModelInfoLabels:
+    """The labels of ``model_info`` beside the model's name, in the family's order."""
+
+    arch: str
+    device: str
+    precision: str
+    batch_cap: int
+    default: bool
+    version: str
+
+    def values(self) -> tuple[str, ...]:
+        """Label values as strings."""
+        return (self.arch, self.device, self.precision, str(self.batch_cap), str(self.default), self.version)

@@ -6,10 +6,10 @@ import logging
 import random
 import re
 import time
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app import request_log
 from app.metrics import Metrics
 
 __all__ = ["RequestContextMiddleware"]
@@ -23,8 +23,8 @@ _VALID_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 class RequestContextMiddleware:
     """Takes ``X-Request-ID`` (or makes one), returns it, counts and times the request, logs one line.
 
-    Handlers add fields to the log line through ``request.state.log`` (a dict): model, batch size,
-    preprocessing, queue and inference milliseconds.
+    The route, the model service and the batcher add fields to the log line through
+    ``app.request_log``: model, images, batch size, preprocessing, queue and inference milliseconds.
     """
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
@@ -37,10 +37,7 @@ class RequestContextMiddleware:
             return
         started = time.perf_counter()
         request_id = _request_id(scope)
-        fields: dict[str, Any] = {}
-        scope.setdefault("state", {})
-        scope["state"]["request_id"] = request_id
-        scope["state"]["log"] = fields
+        record = request_log.begin()
         status = 500
         header = (b"x-request-id", request_id.encode())
 
@@ -70,7 +67,7 @@ class RequestContextMiddleware:
                         "path": scope["path"],
                         "status": status,
                         "ms": round(elapsed * 1000, 3),
-                        **fields,
+                        **record.fields(),
                     },
                 )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import struct
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
@@ -19,7 +20,15 @@ from app.errors import InvalidImage
 from models import PreprocessingSpec
 from models.preprocessing import prepare_image
 
-__all__ = ["ALLOWED_FORMATS", "MAX_SIDE", "decode_image", "draft_size", "image_bytes_to_tensor", "is_tiny_image"]
+__all__ = [
+    "ALLOWED_FORMATS",
+    "DEFAULT_MAX_PIXELS",
+    "MAX_SIDE",
+    "decode_image",
+    "draft_size",
+    "image_bytes_to_tensor",
+    "is_tiny_image",
+]
 
 log = logging.getLogger("app.preprocess")
 
@@ -27,6 +36,17 @@ log = logging.getLogger("app.preprocess")
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM")
 #: Longest accepted side, whatever the pixel budget (rejects 1 x 10^7 strips).
 MAX_SIDE = 30_000
+#: Largest decoded image by default, width x height (``--max-image-pixels``).
+DEFAULT_MAX_PIXELS = 40_000_000
+#: What Pillow raises on bad bytes: its parsers signal corrupt data with these (``UnidentifiedImageError``
+#: and truncation are ``OSError``s; several plugins raise ``SyntaxError`` or ``struct.error``). Anything
+#: else escaping a decode is a bug, and becomes a logged 500.
+PIL_DATA_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError, SyntaxError, EOFError, struct.error)
+_PEEK_ERRORS: tuple[type[Exception], ...] = (
+    *PIL_DATA_ERRORS,
+    Image.DecompressionBombError,
+    Image.DecompressionBombWarning,
+)
 
 
 def draft_size(width: int, height: int, spec: PreprocessingSpec) -> tuple[int, int]:
@@ -46,7 +66,7 @@ def _open(data: bytes) -> Image.Image:
         raise InvalidImage(f"image rejected as a decompression bomb: {exc}") from None
     except UnidentifiedImageError:
         raise InvalidImage(f"not a decodable image; accepted formats: {', '.join(ALLOWED_FORMATS)}") from None
-    except Exception as exc:  # noqa: BLE001  (any parser failure on untrusted bytes is the client's bad data)
+    except PIL_DATA_ERRORS as exc:
         raise InvalidImage(f"unreadable image header: {exc}") from None
 
 
@@ -65,7 +85,7 @@ def is_tiny_image(data: bytes, max_pixels: int) -> bool:
     try:
         with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as image:
             width, height = image.size
-    except Exception:  # noqa: BLE001
+    except _PEEK_ERRORS:
         return False
     return width * height <= max_pixels
 
@@ -86,7 +106,7 @@ def decode_image(data: bytes, spec: PreprocessingSpec, *, max_pixels: int) -> Im
     try:
         image.load()
         return ImageOps.exif_transpose(image) or image
-    except Exception as exc:  # noqa: BLE001
+    except PIL_DATA_ERRORS as exc:
         raise InvalidImage(f"corrupt or truncated {image.format} image: {exc}") from None
 
 
@@ -95,6 +115,6 @@ def image_bytes_to_tensor(data: bytes, spec: PreprocessingSpec, *, max_pixels: i
     image = decode_image(data, spec, max_pixels=max_pixels)
     try:
         return prepare_image(image, spec)
-    except Exception as exc:  # noqa: BLE001
+    except PIL_DATA_ERRORS as exc:  # a mode Pillow cannot convert, or pixel data that fails late
         log.debug("prepare_image failed", exc_info=True)
         raise InvalidImage(f"cannot convert the {image.mode} image to the model's input: {exc}") from None

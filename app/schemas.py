@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -47,6 +48,9 @@ class ModelInfo(BaseModel):
 
     name: str
     default: bool = Field(description="used when a request names no model")
+    state: str = Field(description="loading, ready, draining, stopped or failed")
+    version: str | None = Field(description="content hash of the checkpoint file (SHA-256, first 16 hex digits)")
+    loaded_at: datetime | None = Field(description="when this version finished loading and warming up (UTC)")
     device: str
     precision: str
     batch_cap: int = Field(description="largest batch the batcher forms (chosen at warm-up, <= --max-batch-size)")

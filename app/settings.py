@@ -1,21 +1,27 @@
 """Every setting of the service in one typed class; the only reader of the environment.
 
-Each field is a ``resnet-serve`` flag (``--max-batch-size``) and an environment variable
-(``RESNET_SERVE_MAX_BATCH_SIZE``); flags override the environment, which overrides the defaults.
+Each field is an environment variable (``RESNET_SERVE_MAX_BATCH_SIZE``) and, unless it is a tuning
+knob (``TUNING``: measured expert settings, documented in ``app.tuning``), a ``resnet-serve`` flag
+(``--max-batch-size``) generated from this class by ``app.cli``; flags override the environment,
+which overrides the defaults.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["Settings"]
+from app.preprocess import DEFAULT_MAX_PIXELS
+from models.device import Precision
 
-Precision = Literal["fp32", "fp16", "bf16"]
+__all__ = ["Settings", "TUNING"]
+
+#: Marks a field as an environment-only tuning knob (no command-line flag).
+TUNING: dict[str, Any] = {"tuning": True}
 
 
 def _cores() -> int:
@@ -37,17 +43,23 @@ class Settings(BaseSettings):
     default_model: str | None = Field(None, description="model used when a request names none (default: first)")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda or cuda:N")
     precision: Precision = Field("fp32", description="fp32, or fp16/bf16 where the device supports them")
-    channels_last: bool = Field(True, description="channels_last memory format for the model and its inputs")
+    channels_last: bool = Field(
+        True, description="channels_last memory format for the model and its inputs", json_schema_extra=TUNING
+    )
     strict: bool = Field(False, description="fail startup when any checkpoint fails to load (default: skip it)")
     # Batching
     max_batch_size: int = Field(32, ge=1, le=1024, description="upper bound of a formed batch")
     max_wait_ms: float = Field(0.0, ge=0, le=10_000, description="wait this long for a fuller batch (0: never wait)")
-    autotune_batch: bool = Field(True, description="time each batch size at warm-up and cap batches at the best one")
+    autotune_batch: bool = Field(
+        True, description="time each batch size at warm-up and cap batches at the best one", json_schema_extra=TUNING
+    )
     max_queue: int = Field(1024, ge=1, description="queued requests per model beyond which requests get 503")
     timeout_s: float = Field(30.0, gt=0, description="per-request deadline; beyond it 504")
     # Request limits
     max_upload_mb: float = Field(10.0, gt=0, description="largest request body, in MiB (413 beyond)")
-    max_image_pixels: int = Field(40_000_000, ge=1, description="largest decoded image, width x height (400 beyond)")
+    max_image_pixels: int = Field(
+        DEFAULT_MAX_PIXELS, ge=1, description="largest decoded image, width x height (400 beyond)"
+    )
     max_batch_files: int = Field(64, ge=1, description="most images in one /predict/batch request")
     # Threads
     workers: int = Field(
@@ -59,11 +71,19 @@ class Settings(BaseSettings):
         4096,
         ge=0,
         description="images up to this many pixels (64x64) are decoded on the event loop, not in the pool; 0: never",
+        json_schema_extra=TUNING,
     )
     malloc_keep_mb: int = Field(
         256,
         ge=0,
         description="freed memory glibc keeps for reuse instead of returning it to the OS (0: glibc's defaults)",
+        json_schema_extra=TUNING,
+    )
+    gc_gen0_threshold: int = Field(
+        20_000,
+        ge=1,
+        description="CPython's gen-0 garbage-collection threshold (CPython's default: 700)",
+        json_schema_extra=TUNING,
     )
     torch_threads: int = Field(
         default_factory=_cores, ge=1, description="torch intra-op threads for the forward; default: cores"
@@ -81,6 +101,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
+
+    @classmethod
+    def flag_names(cls) -> list[str]:
+        """The fields that have a command-line flag: all but the tuning knobs."""
+        return [name for name, field in cls.model_fields.items() if field.json_schema_extra != TUNING]
 
     @property
     def max_upload_bytes(self) -> int:

@@ -1,6 +1,6 @@
 """The physical ceiling: the model alone, in process, with no HTTP, and the drift probe.
 
-Three figures per batch size, all with the shared inference path of ``bench.inference``:
+Three figures per batch size, all with the very code our service runs (``app.engine.Engine``):
 ``preprocess`` (decode + resize/crop + to-tensor of one image, single thread), ``forward``
 (normalize + model + softmax of a ready uint8 batch) and ``together`` (preprocess the batch's images
 one after another, stack, forward: what one server thread could do with no HTTP at all). The best
@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from bench.inference import LoadedModel, decode_and_prepare
+from app.engine import Engine
 
 __all__ = ["BatchPoint", "Ceiling", "Probe", "measure_ceiling", "probe", "timed"]
 
@@ -76,30 +76,30 @@ def timed(fn: Callable[[], object], seconds: float, min_runs: int = 1, warmup: i
     return durations
 
 
-def _together(model: LoadedModel, image: bytes, batch_size: int) -> Callable[[], None]:
+def _together(engine: Engine, image: bytes, batch_size: int) -> Callable[[], None]:
     def run() -> None:
-        batch = torch.stack([decode_and_prepare(image, model.metadata) for _ in range(batch_size)])
-        model.forward(batch).cpu()
-        model.synchronize()
+        batch = torch.stack([engine.preprocess(image) for _ in range(batch_size)])
+        engine.predict(batch).cpu()
+        engine.synchronize()
 
     return run
 
 
-def _forward(model: LoadedModel, batch: torch.Tensor) -> Callable[[], None]:
+def _forward(engine: Engine, batch: torch.Tensor) -> Callable[[], None]:
     def run() -> None:
-        model.forward(batch).cpu()
-        model.synchronize()
+        engine.predict(batch).cpu()
+        engine.synchronize()
 
     return run
 
 
 def measure_ceiling(
-    model: LoadedModel, image: bytes, batch_sizes: list[int], seconds: float = 3.0, log: Callable[[str], None] = print
+    model: Engine, image: bytes, batch_sizes: list[int], seconds: float = 3.0, log: Callable[[str], None] = print
 ) -> Ceiling:
     """Sweep ``batch_sizes``: preprocess alone, forward alone and both together, ``seconds`` each."""
-    pre = timed(lambda: decode_and_prepare(image, model.metadata), seconds, min_runs=5, warmup=2)
+    pre = timed(lambda: model.preprocess(image), seconds, min_runs=5, warmup=2)
     pre_s = statistics.median(pre)
-    one = decode_and_prepare(image, model.metadata)
+    one = model.preprocess(image)
     log(f"  preprocess: {pre_s * 1000:.2f} ms/image")
     points = []
     for size in batch_sizes:
@@ -123,7 +123,7 @@ def measure_ceiling(
     )
 
 
-def probe(model: LoadedModel, image: bytes, batch_size: int, seconds: float = 2.5) -> Probe:
+def probe(model: Engine, image: bytes, batch_size: int, seconds: float = 2.5) -> Probe:
     """``seconds`` in all: throughput of ``together`` at ``batch_size`` (2/3), batch-1 latency (1/3)."""
     runs = timed(_together(model, image, batch_size), seconds * 2 / 3, warmup=1)
     singles = timed(_together(model, image, 1), seconds / 3, min_runs=3, warmup=1)

@@ -7,12 +7,14 @@ import os
 import sys
 from pathlib import Path
 
-from app.memory import keep_freed_memory
+from app.settings import Settings
+from app.tuning import keep_freed_memory
 from bench.loadgen import find_wrk
 from bench.report import write_results
 from bench.runner import RunConfig, other_work, run
 from bench.servers import SYSTEMS
 from bench.workloads import DEFAULT_SMALL_CHECKPOINT, WORKLOADS
+from models.device import PRECISIONS
 
 __all__ = ["get_args_parser", "main"]
 
@@ -47,7 +49,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--ceiling-seconds", type=float, default=3.0, help="per ceiling measurement; default 3")
     p.add_argument("--probe-seconds", type=float, default=2.5, help="per drift probe; default 2.5")
     p.add_argument("--device", default="cpu", help="cpu or cuda; default cpu")
-    p.add_argument("--precision", default=None, choices=["fp32", "fp16", "bf16"], help="default fp32 (cuda: fp16)")
+    p.add_argument("--precision", default=None, choices=PRECISIONS, help="default fp32 (cuda: fp16)")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads; default cores")
     p.add_argument("--max-batch-size", type=int, default=32, help="ours (autotuned below it); default 32")
     p.add_argument("--peer-max-batch-size", type=int, default=8, help="LitServe max_batch_size; default 8")
@@ -72,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode != "ceiling" and find_wrk() is None:
         print("wrk not found: apt-get install -y wrk", file=sys.stderr)
         return 1
-    # The ceiling and the probes run in this process: give them the allocator policy our server uses
-    # (app/memory.py), or ours would be measured against a handicapped ceiling. The peers keep glibc's.
-    keep_freed_memory(256)
+    # The ceiling and the probes run in this process: give them the allocator policy our server uses by
+    # default (app/tuning.py), or ours would be measured against a handicapped ceiling. The peers keep glibc's.
+    keep_freed_memory(Settings.model_fields["malloc_keep_mb"].default)
     if other_work():
         print("warning: a training job is running; figures from this run are not valid for comparison", file=sys.stderr)
     config = RunConfig(

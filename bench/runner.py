@@ -21,11 +21,12 @@ from typing import Any
 
 import torch
 
+from app.engine import Engine
 from bench import cpu, loadgen
 from bench.ceiling import measure_ceiling, probe
-from bench.inference import load_model, set_threads
 from bench.servers import ServerOptions, serve
 from bench.workloads import DEFAULT_SMALL_CHECKPOINT, prepare_workload
+from models.device import resolve_device
 
 __all__ = ["RunConfig", "run", "machine_info", "other_work"]
 
@@ -99,7 +100,7 @@ def _format(system: str, native: str, choice: str) -> str:
     return native if choice == "native" or native == "json" else choice
 
 
-def _system_block(system: str, workload: Any, model: Any, best_batch: int, config: RunConfig) -> dict[str, Any]:
+def _system_block(system: str, workload: Any, model: Engine, best_batch: int, config: RunConfig) -> dict[str, Any]:
     opts = ServerOptions(
         device=config.device,
         precision=config.precision,
@@ -161,7 +162,7 @@ def _system_block(system: str, workload: Any, model: Any, best_batch: int, confi
 def run(config: RunConfig) -> dict[str, Any]:
     """Measure everything ``config`` asks for; returns the results document (see ``bench.report``)."""
     config.work_dir.mkdir(parents=True, exist_ok=True)
-    set_threads(config.threads)
+    torch.set_num_threads(max(1, config.threads))
     results: dict[str, Any] = {
         "machine": machine_info(config),
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
@@ -170,7 +171,7 @@ def run(config: RunConfig) -> dict[str, Any]:
     for name in config.workloads:
         workload = prepare_workload(name, config.work_dir, config.small_checkpoint)
         print(f"== {name}: {workload.note} ({len(workload.image)} byte {workload.content_type})")
-        model = load_model(workload.checkpoint, device=config.device, precision=config.precision)
+        model = Engine.load(workload.checkpoint, device=resolve_device(config.device), precision=config.precision)
         entry: dict[str, Any] = {"note": workload.note, "image_bytes": len(workload.image), "systems": {}}
         best_batch = 1
         if config.ceiling:

@@ -23,7 +23,7 @@ async def ready(registry: RegistryDep) -> Readiness:
     """Readiness: 200 once every model is loaded and warm; 503 before that and while draining."""
     if not registry.ready:
         raise NotReady(f"service is {registry.state}")
-    return Readiness(status="ready", models=sorted(registry.models))
+    return Readiness(status="ready", models=sorted(registry.services))
 
 
 @router.get(

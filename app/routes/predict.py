@@ -1,4 +1,4 @@
-"""``POST /predict`` and ``POST /predict/batch``."""
+"""``POST /predict`` and ``POST /predict/batch``: read the upload, hand it to the model's service."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import time
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
+from app import request_log
 from app.deps import ModelQuery, RegistryDep, SettingsDep, TopKQuery, require_api_key
 from app.schemas import ERROR_RESPONSES, BatchPredictResponse, PredictResponse
 from app.uploads import BATCH_BODY_OPENAPI, IMAGE_BODY_OPENAPI, read_images
@@ -21,13 +22,12 @@ async def predict(
 ) -> JSONResponse:
     """Classify one image: multipart field `file`, or a raw `image/*` body."""
     deadline = time.monotonic() + settings.timeout_s
-    served = registry.get(model)
-    trace = request.state.log
-    trace["model"] = served.name
+    service = registry.get(model)
+    request_log.current().model = service.name
     [data] = await read_images(request, field="file", limit=settings.max_upload_bytes)
-    predictions = await registry.classify(served, data, top_k, deadline, trace)
+    predictions = await service.classify(data, top_k, deadline)
     # Built by the engine in exactly PredictResponse's shape: skip re-validating it on the hot path.
-    return JSONResponse({"model": served.name, "predictions": predictions})
+    return JSONResponse({"model": service.name, "predictions": predictions})
 
 
 @router.post("/predict/batch", response_model=BatchPredictResponse, openapi_extra=BATCH_BODY_OPENAPI)
@@ -36,15 +36,15 @@ async def predict_batch(
 ) -> BatchPredictResponse:
     """Classify several images (multipart fields `files`); results in upload order."""
     deadline = time.monotonic() + settings.timeout_s
-    served = registry.get(model)
-    request.state.log["model"] = served.name
+    service = registry.get(model)
+    request_log.current().model = service.name
     images = await read_images(
         request, field="files", limit=settings.max_upload_bytes, max_files=settings.max_batch_files
     )
-    jobs = [registry.classify(served, data, top_k, deadline, {}) for data in images]
-    outputs = await asyncio.gather(*jobs, return_exceptions=True)
-    request.state.log["images"] = len(images)
+    outputs = await asyncio.gather(
+        *(service.classify(data, top_k, deadline) for data in images), return_exceptions=True
+    )
     for output in outputs:
         if isinstance(output, BaseException):
             raise output
-    return BatchPredictResponse(results=[PredictResponse(model=served.name, predictions=p) for p in outputs])
+    return BatchPredictResponse(results=[PredictResponse(model=service.name, predictions=p) for p in outputs])

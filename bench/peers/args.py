@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from models.device import PRECISIONS
+
 __all__ = ["peer_args"]
 
 
@@ -14,7 +16,7 @@ def peer_args(prog: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="interface to bind; default 127.0.0.1")
     p.add_argument("--port", type=int, required=True, help="TCP port")
     p.add_argument("--device", default="cpu", help="cpu or cuda; default cpu")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"], help="default fp32")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="default fp32")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads; default 1")
     p.add_argument(
         "--channels-last", action=argparse.BooleanOptionalAction, default=True, help="memory format; default on"

@@ -10,6 +10,7 @@ LitServe's own image examples; the harness sends it that way.
 # No "from __future__ import annotations": LitServe reads decode_request's annotation at run time.
 
 import base64
+from pathlib import Path
 from typing import Any
 
 import litserve as ls
@@ -17,8 +18,9 @@ import torch
 from fastapi import Request
 from torch import Tensor
 
-from bench.inference import LoadedModel, decode_and_prepare, load_model, set_threads
+from app.engine import Engine
 from bench.peers.args import peer_args
+from models.device import resolve_device
 
 
 class ResNetAPI(ls.LitAPI):
@@ -30,34 +32,36 @@ class ResNetAPI(ls.LitAPI):
         self.precision = precision
         self.threads = threads
         self.channels_last = channels_last
-        self.model: LoadedModel | None = None
+        self.model: Engine | None = None
 
     def setup(self, device: str) -> None:
-        set_threads(self.threads)
-        self.model = load_model(
-            self.checkpoint, device=device, precision=self.precision, channels_last=self.channels_last
+        torch.set_num_threads(max(1, self.threads))
+        self.model = Engine.load(
+            Path(self.checkpoint),
+            device=resolve_device(device),
+            precision=self.precision,
+            channels_last=self.channels_last,
         )
-        for _ in range(3):
-            self.model.forward(self.model.zeros(1)).cpu()
+        self.model.warmup(1, autotune=False)
 
     def decode_request(self, request: Request) -> Tensor:  # type: ignore[override]
         # Annotated as Request, LitServe hands over the parsed JSON body (a dict).
         assert self.model is not None
-        return decode_and_prepare(base64.b64decode(request["image"]), self.model.metadata)  # type: ignore[index]
+        return self.model.preprocess(base64.b64decode(request["image"]))  # type: ignore[index]
 
     def batch(self, inputs: list[Tensor]) -> Tensor:
         return torch.stack(inputs)
 
     def predict(self, x: Tensor) -> Tensor:
         assert self.model is not None
-        return self.model.forward(x if x.ndim == 4 else x.unsqueeze(0)).cpu()
+        return self.model.predict(x if x.ndim == 4 else x.unsqueeze(0)).cpu()
 
     def unbatch(self, output: Tensor) -> list[Tensor]:
         return list(output.unsqueeze(1))
 
     def encode_response(self, output: Tensor) -> dict[str, Any]:
         assert self.model is not None
-        return {"predictions": self.model.top_k(output.reshape(1, -1))[0]}
+        return {"predictions": self.model.postprocess(output.reshape(1, -1), [5])[0]}
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ forwards at once in Starlette's thread pool, each with all the torch threads).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,16 +16,18 @@ import uvicorn
 from fastapi import FastAPI, Request
 from starlette.datastructures import UploadFile
 
-from bench.inference import decode_and_prepare, load_model, set_threads
+from app.engine import Engine
 from bench.peers.args import peer_args
+from models.device import resolve_device
 
 
 def create_app(checkpoint: str, device: str, precision: str, threads: int, channels_last: bool) -> FastAPI:
     """The app with its model loaded and warmed up (batch 1)."""
-    set_threads(threads)
-    model = load_model(checkpoint, device=device, precision=precision, channels_last=channels_last)
-    for _ in range(3):
-        model.forward(model.zeros(1)).cpu()
+    torch.set_num_threads(max(1, threads))
+    model = Engine.load(
+        Path(checkpoint), device=resolve_device(device), precision=precision, channels_last=channels_last
+    )
+    model.warmup(1, autotune=False)
     app = FastAPI(title="plain FastAPI peer")
 
     @app.get("/health")
@@ -40,10 +43,8 @@ def create_app(checkpoint: str, device: str, precision: str, threads: int, chann
             data = await upload.read()
         else:
             data = await request.body()
-        x = decode_and_prepare(data, model.metadata).unsqueeze(0)
-        with torch.inference_mode():
-            probs = model.forward(x)
-        return {"predictions": model.top_k(probs)[0]}
+        probs = model.predict(model.preprocess(data).unsqueeze(0))
+        return {"predictions": model.postprocess(probs, [5])[0]}
 
     return app
 

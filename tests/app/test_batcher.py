@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from app import request_log
 from app.batcher import Batcher, BatchStats, Entry, collect_batch
 from app.errors import DeadlineExceeded, InferenceFailed, Overloaded
 
@@ -38,7 +39,15 @@ class Recorder:
 
 
 async def wait_until_running(rec: Recorder) -> None:
-    while not rec.entered.is_set():
+    """Until a batch has entered ``predict`` (it then waits on ``rec.gate``)."""
+    assert await asyncio.to_thread(rec.entered.wait, 5), "no batch reached predict"
+
+
+async def eventually(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Let the event loop run until ``condition()`` holds; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition never held"
         await asyncio.sleep(0.001)
 
 
@@ -81,8 +90,7 @@ def test_idle_model_runs_a_lone_request_at_once_and_queues_the_rest_behind_it() 
             first = asyncio.ensure_future(b.submit(100))
             await wait_until_running(rec)  # dispatched alone, without waiting for company
             later = [asyncio.ensure_future(b.submit(i)) for i in range(5)]
-            await asyncio.sleep(0.01)
-            assert b.depth == 5
+            await eventually(lambda: b.depth == 5)
             rec.gate.set()
             return [await first, *(await asyncio.gather(*later))]
         finally:
@@ -96,20 +104,33 @@ def test_max_wait_lets_a_partial_batch_fill() -> None:
     rec = Recorder()
 
     async def main() -> None:
-        b = Batcher(rec, max_batch_size=8, max_wait_s=0.2)
+        b = Batcher(rec, max_batch_size=3, max_wait_s=30.0)
         b.start()
         try:
-
-            async def later(i: int) -> int:
-                await asyncio.sleep(0.02 * i)
-                return await b.submit(i)
-
-            await asyncio.gather(*(later(i) for i in range(3)))
+            first = asyncio.ensure_future(b.submit(0))
+            await eventually(lambda: b.depth == 0 and not first.done())  # taken; its batch waits for company
+            assert rec.batches == []
+            await asyncio.gather(first, b.submit(1), b.submit(2))  # the third fills the batch: it runs at once
         finally:
             await b.stop()
 
     run(main)
     assert rec.batches == [[0, 1, 2]]
+
+
+def test_max_wait_runs_a_partial_batch_once_it_expires() -> None:
+    rec = Recorder()
+
+    async def main() -> int:
+        b = Batcher(rec, max_batch_size=8, max_wait_s=0.05)
+        b.start()
+        try:
+            return await b.submit(4)
+        finally:
+            await b.stop()
+
+    assert run(main) == 8
+    assert rec.batches == [[4]]
 
 
 def test_max_wait_stops_as_soon_as_the_batch_is_full() -> None:
@@ -162,7 +183,7 @@ def test_full_queue_is_rejected_at_once_with_503() -> None:
             running = asyncio.ensure_future(b.submit(0))
             await wait_until_running(rec)
             queued = [asyncio.ensure_future(b.submit(i)) for i in (1, 2)]
-            await asyncio.sleep(0)
+            await eventually(lambda: b.depth == 2)
             started = time.monotonic()
             with pytest.raises(Overloaded):
                 await b.submit(3)
@@ -219,9 +240,9 @@ def test_a_client_that_goes_away_does_not_break_its_batch() -> None:
             await wait_until_running(rec)
             gone = asyncio.ensure_future(b.submit(1))
             stays = asyncio.ensure_future(b.submit(2))
-            await asyncio.sleep(0.01)
+            await eventually(lambda: b.depth == 2)
             gone.cancel()
-            await asyncio.sleep(0.01)  # the cancellation lands before the next batch forms
+            await asyncio.wait([gone])  # the cancellation lands before the next batch forms
             rec.gate.set()
             assert await blocker == 0 and await stays == 4
             assert gone.cancelled()
@@ -249,19 +270,42 @@ def test_on_batch_reports_size_and_waits() -> None:
     assert len(seen[0].queue_waits_s) == 3 and all(w >= 0 for w in seen[0].queue_waits_s)
 
 
-def test_trace_receives_batch_size_and_timings() -> None:
-    async def main() -> dict:
+def test_the_request_log_receives_batch_size_and_timings() -> None:
+    async def main() -> dict[str, Any]:
         b = Batcher(Recorder(), max_batch_size=8)
         b.start()
-        trace: dict = {}
+        record = request_log.begin()
         try:
-            await b.submit(1, trace=trace)
+            await b.submit(1)
         finally:
             await b.stop()
-        return trace
+        return record.fields()
 
-    trace = run(main)
-    assert trace["batch_size"] == 1 and trace["queue_ms"] >= 0 and trace["inference_ms"] >= 0
+    fields = run(main)
+    assert fields["batch_size"] == 1 and fields["queue_ms"] >= 0 and fields["inference_ms"] >= 0
+
+
+def test_drain_waits_until_everything_queued_is_answered() -> None:
+    rec = Recorder()
+    rec.gate.clear()
+
+    async def main() -> None:
+        b = Batcher(rec, max_batch_size=1)
+        b.start()
+        try:
+            jobs = [asyncio.ensure_future(b.submit(i)) for i in range(3)]
+            await wait_until_running(rec)
+            draining = asyncio.ensure_future(b.drain())
+            await eventually(lambda: b.depth == 2)
+            assert not draining.done()
+            rec.gate.set()
+            await draining
+            assert all(job.done() for job in jobs)
+            assert [job.result() for job in jobs] == [0, 2, 4]
+        finally:
+            await b.stop()
+
+    run(main)
 
 
 def test_stop_fails_what_is_still_queued() -> None:
@@ -274,7 +318,7 @@ def test_stop_fails_what_is_still_queued() -> None:
         running = asyncio.ensure_future(b.submit(0))
         await wait_until_running(rec)
         queued = asyncio.ensure_future(b.submit(1))
-        await asyncio.sleep(0)
+        await eventually(lambda: b.depth == 1)
         await b.stop()
         rec.gate.set()
         with pytest.raises(InferenceFailed):

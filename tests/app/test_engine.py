@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from app.engine import Engine, candidate_batch_sizes, pick_batch_cap, resolve_device, resolve_precision
+from app.engine import Engine, candidate_batch_sizes, pick_batch_cap
 from models import load_checkpoint
 from models.preprocessing import normalize
 
@@ -77,17 +77,6 @@ def test_precision_sets_the_weights_dtype(gray_checkpoint: Path, precision: str,
     assert next(engine.model.parameters()).dtype == dtype
     probs = engine.predict(torch.zeros((2, 1, 28, 28), dtype=torch.uint8))
     assert probs.dtype == torch.float32 and torch.allclose(probs.sum(1), torch.ones(2), atol=1e-3)
-
-
-def test_resolve_precision_and_device() -> None:
-    assert resolve_precision("fp16", CPU) == torch.float16
-    with pytest.raises(ValueError, match="precision"):
-        resolve_precision("int8", CPU)
-    assert resolve_device("cpu") == CPU
-    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="CUDA is not available"):
-            resolve_device("cuda:0")
 
 
 def test_candidate_batch_sizes() -> None:

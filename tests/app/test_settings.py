@@ -33,9 +33,32 @@ def test_environment_is_read_and_flags_win(monkeypatch: pytest.MonkeyPatch) -> N
     assert settings_from(["--no-strict"]).strict is False
 
 
-def test_every_setting_has_a_flag() -> None:
-    flags = {action.dest for action in get_args_parser()._actions} - {"help"}
-    assert flags == set(Settings.model_fields)
+def test_tuning_knobs_are_environment_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    flags = {action.dest for action in get_args_parser()._actions} - {"help", "version"}
+    tuning = {"channels_last", "autotune_batch", "inline_decode_max_pixels", "malloc_keep_mb", "gc_gen0_threshold"}
+    assert flags == set(Settings.model_fields) - tuning
+    with pytest.raises(SystemExit):
+        get_args_parser().parse_args(["--malloc-keep-mb", "0"])
+    monkeypatch.setenv("RESNET_SERVE_MALLOC_KEEP_MB", "0")
+    monkeypatch.setenv("RESNET_SERVE_CHANNELS_LAST", "false")
+    s = settings_from([])
+    assert (s.malloc_keep_mb, s.channels_last) == (0, False)
+
+
+def test_help_shows_each_description_default_and_environment_variable() -> None:
+    text = get_args_parser().format_help()
+    assert "largest request body, in MiB (413 beyond); default 10.0; env RESNET_SERVE_MAX_UPLOAD_MB" in " ".join(
+        text.split()
+    )
+    assert "{fp32,fp16,bf16}" in text and "--strict, --no-strict" in text
+
+
+def test_version_comes_from_the_package_metadata(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit):
+        get_args_parser().parse_args(["--version"])
+    assert capsys.readouterr().out.strip() == f"resnet-serve {version('resnet-serve')}"
 
 
 @pytest.mark.parametrize(

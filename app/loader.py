@@ -1,0 +1,78 @@
+"""``ModelLoader``: checkpoint file -> a warm, started ``ModelService``, beside the models already serving.
+
+Startup uses it for every scanned checkpoint (``load_all``); the same call loads one model later on.
+Loading and warm-up run in the loader thread, never in the forward thread, so the batches of the
+models already serving are not held up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from app.executors import Executors
+from app.metrics import Metrics
+from app.registry import ModelRegistry
+from app.service import ModelService
+from app.settings import Settings
+
+__all__ = ["ModelLoader"]
+
+log = logging.getLogger("app.loader")
+
+
+class ModelLoader:
+    """Builds, loads, warms and starts model services with the service's settings, device and threads."""
+
+    def __init__(self, settings: Settings, device: torch.device, executors: Executors, metrics: Metrics) -> None:
+        self.settings = settings
+        self.device = device
+        self.executors = executors
+        self.metrics = metrics
+
+    async def load(self, name: str, path: Path, *, default: bool) -> ModelService:
+        """A started service for the checkpoint at ``path``; raises what loading raised."""
+        service = ModelService(
+            name,
+            path,
+            settings=self.settings,
+            device=self.device,
+            executors=self.executors,
+            metrics=self.metrics.for_model(name),
+        )
+        await asyncio.get_running_loop().run_in_executor(self.executors.load, service.load)
+        service.start(default=default)
+        return service
+
+    async def load_all(
+        self, registry: ModelRegistry, *, on_fatal: Callable[[str], None], on_ready: Callable[[], None]
+    ) -> None:
+        """Load every scanned checkpoint, one after another, serving each as soon as it is warm.
+
+        Then the registry is ready (``on_ready``), or, when the default model failed or ``--strict``
+        saw any failure, failed (``on_fatal`` with the reason).
+        """
+        for name, path in registry.paths.items():
+            try:
+                service = await self.load(name, path, default=name == registry.default)
+            except Exception as exc:  # noqa: BLE001  (a checkpoint that fails is skipped and logged, or fatal)
+                registry.fail(name, f"{type(exc).__name__}: {exc}")
+                continue
+            registry.add(service)
+        reason = None
+        if registry.strict and registry.failures:
+            reason = f"--strict and {len(registry.failures)} checkpoint(s) failed: {sorted(registry.failures)}"
+        elif registry.default not in registry.services:
+            reason = f"the default model {registry.default!r} failed to load"
+        if reason is not None:
+            registry.state = "failed"
+            log.critical("startup failed: %s", reason)
+            on_fatal(reason)
+            return
+        registry.state = "ready"
+        log.info("ready", extra={"models": sorted(registry.services), "default": registry.default})
+        on_ready()

@@ -1,0 +1,70 @@
+"""app.metrics: the contract's families, one model's series, and withdrawing them."""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.batcher import BatchStats
+from app.metrics import Metrics, ModelInfoLabels
+
+FAMILIES = {
+    "resnet_serve_requests",
+    "resnet_serve_request_duration_seconds",
+    "resnet_serve_images",
+    "resnet_serve_queue_depth",
+    "resnet_serve_batch_size",
+    "resnet_serve_queue_wait_seconds",
+    "resnet_serve_preprocess_seconds",
+    "resnet_serve_inference_seconds",
+    "resnet_serve_model_info",
+}
+
+
+def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(metrics.render().decode()):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def test_every_contract_family_is_exposed() -> None:
+    names = {family.name for family in text_string_to_metric_families(Metrics().render().decode())}
+    assert FAMILIES <= names
+
+
+def test_a_batch_is_observed_under_its_model() -> None:
+    metrics = Metrics()
+    model = metrics.for_model("m")
+    model.observe_batch(BatchStats(3, [0.001, 0.002, 0.003], 0.02, ok=True))
+    model.observe_batch(BatchStats(2, [0.001, 0.001], 0.01, ok=False))
+    s = samples(metrics)
+    m = (("model", "m"),)
+    assert s[("resnet_serve_images_total", m)] == 3  # the failed batch classified nothing
+    assert s[("resnet_serve_batch_size_count", m)] == 2 and s[("resnet_serve_batch_size_sum", m)] == 5
+    assert s[("resnet_serve_queue_wait_seconds_count", m)] == 5
+    assert s[("resnet_serve_inference_seconds_count", m)] == 2
+
+
+def test_model_info_is_replaced_and_withdrawn() -> None:
+    metrics = Metrics()
+    model = metrics.for_model("m")
+    model.track_queue_depth(lambda: 7)
+    model.set_info(ModelInfoLabels("resnet20", "cpu", "fp32", 16, True, "v1"))
+    model.set_info(ModelInfoLabels("resnet20", "cpu", "fp32", 16, False, "v1"))
+    info = {k: v for k, v in samples(metrics).items() if k[0] == "resnet_serve_model_info"}
+    assert list(info.values()) == [1.0]
+    [(_, labels)] = info
+    assert dict(labels) == {
+        "model": "m",
+        "arch": "resnet20",
+        "device": "cpu",
+        "precision": "fp32",
+        "batch_cap": "16",
+        "default": "False",
+        "version": "v1",
+    }
+    assert samples(metrics)[("resnet_serve_queue_depth", (("model", "m"),))] == 7
+    model.withdraw()
+    names = {name for name, _ in samples(metrics)}
+    assert "resnet_serve_model_info" not in names and "resnet_serve_queue_depth" not in names

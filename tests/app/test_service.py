@@ -1,0 +1,141 @@
+"""app.service and app.loader: load, warm, start, classify, drain, and the startup sequence."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from app import request_log
+from app.errors import InvalidImage, NotReady
+from app.executors import Executors
+from app.loader import ModelLoader
+from app.metrics import Metrics
+from app.registry import ModelRegistry
+from app.service import ModelService, ModelState
+from app.settings import Settings
+
+CPU = torch.device("cpu")
+
+
+def png(size: tuple[int, int] = (30, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (10, 20, 30)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def settings(weights: Path, **overrides: object) -> Settings:
+    return Settings(weights_dir=weights, device="cpu", torch_threads=1, workers=1, max_batch_size=4, **overrides)
+
+
+@pytest.fixture
+def executors() -> Iterator[Executors]:
+    pools = Executors.create(workers=1, torch_threads=1)
+    yield pools
+    pools.shutdown()
+
+
+@pytest.fixture
+def weights(tmp_path: Path, gray_checkpoint: Path, rgb_checkpoint: Path) -> Path:
+    shutil.copy(gray_checkpoint, tmp_path / "gray.safetensors")
+    shutil.copy(rgb_checkpoint, tmp_path / "rgb.safetensors")
+    return tmp_path
+
+
+def test_a_service_loads_serves_and_drains(weights: Path, executors: Executors) -> None:
+    metrics = Metrics()
+    path = weights / "rgb.safetensors"
+    service = ModelService(
+        "rgb", path, settings=settings(weights), device=CPU, executors=executors, metrics=metrics.for_model("rgb")
+    )
+    assert service.state == ModelState.LOADING
+    service.load()
+    assert service.version == hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    assert service.engine is not None and 1 <= service.engine.batch_cap <= 4
+
+    async def main() -> None:
+        with pytest.raises(NotReady):
+            await service.classify(png(), 3, time.monotonic() + 10)  # loaded, not started
+        service.start(default=True)
+        assert service.state == ModelState.READY
+        record = request_log.begin()
+        small, large = await asyncio.gather(
+            service.classify(png(), 3, time.monotonic() + 10),  # tiny: decoded inline
+            service.classify(png((300, 200)), 2, time.monotonic() + 10),  # in the worker pool
+        )
+        assert len(small) == 3 and len(large) == 2
+        assert [p["score"] for p in small] == sorted((p["score"] for p in small), reverse=True)
+        fields = record.fields()
+        assert fields["images"] == 2 and fields["preprocess_ms"] > 0 and "inference_ms" in fields
+        with pytest.raises(InvalidImage):
+            await service.classify(b"not an image", 1, time.monotonic() + 10)
+        text = metrics.render().decode()
+        assert f'version="{service.version}"' in text and 'resnet_serve_queue_depth{model="rgb"}' in text
+        await service.drain()
+        assert service.state == ModelState.STOPPED
+        with pytest.raises(NotReady):
+            await service.classify(png(), 1, time.monotonic() + 10)
+        text = metrics.render().decode()
+        assert "resnet_serve_model_info{" not in text and 'resnet_serve_queue_depth{model="rgb"}' not in text
+
+    asyncio.run(main())
+
+
+def test_a_broken_file_fails_the_service_with_its_reason(tmp_path: Path, executors: Executors) -> None:
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(b"\x00" * 64)
+    service = ModelService(
+        "bad", path, settings=settings(tmp_path), device=CPU, executors=executors, metrics=Metrics().for_model("bad")
+    )
+    with pytest.raises(Exception):  # noqa: B017  (whatever the checkpoint reader raises)
+        service.load()
+    assert service.state == ModelState.FAILED and service.failure
+
+
+def run_startup(registry: ModelRegistry, loader: ModelLoader) -> tuple[list[str], list[bool]]:
+    fatal: list[str] = []
+    ready: list[bool] = []
+
+    async def main() -> None:
+        await loader.load_all(registry, on_fatal=fatal.append, on_ready=lambda: ready.append(True))
+        for service in registry.services.values():
+            await service.stop()
+
+    asyncio.run(main())
+    return fatal, ready
+
+
+def test_startup_loads_every_scanned_model_then_reports_ready(weights: Path, executors: Executors) -> None:
+    registry = ModelRegistry(weights, default_model="rgb")
+    registry.scan()
+    fatal, ready = run_startup(registry, ModelLoader(settings(weights), CPU, executors, Metrics()))
+    assert not fatal and ready == [True] and registry.ready
+    assert sorted(registry.services) == ["gray", "rgb"]
+
+
+def drop_a_tensor(path: Path) -> None:
+    """Rewrite the checkpoint without one weight: its header still reads, loading it fails."""
+    with safe_open(path, "pt") as file:
+        header = file.metadata()
+        tensors = {key: file.get_tensor(key) for key in file.keys() if key != "fc.weight"}  # noqa: SIM118 (safe_open is not iterable)
+    save_file(tensors, path, metadata=header)
+
+
+def test_startup_fails_when_the_default_model_cannot_load(weights: Path, executors: Executors) -> None:
+    drop_a_tensor(weights / "gray.safetensors")
+    registry = ModelRegistry(weights, default_model="gray")
+    registry.scan()  # the header still reads
+    fatal, ready = run_startup(registry, ModelLoader(settings(weights), CPU, executors, Metrics()))
+    assert registry.state == "failed" and not ready
+    assert fatal and "'gray' failed to load" in fatal[0]
+    assert "gray" in registry.failures and list(registry.services) == ["rgb"]
