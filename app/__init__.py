@@ -1,4 +1,9 @@
-"""ResNet Serve: the HTTP inference service (``resnet-serve``, ``python -m app``)."""
+"""ResNet Serve: the HTTP inference service (``resnet-serve``, ``python -m app``).
+
+A request's path, file by file: ``middleware`` (request id, metrics, log line) -> ``routes/predict``
+-> ``uploads`` (read the body) -> ``registry`` (name -> service) -> ``service`` (``classify``) ->
+``preprocess`` (bytes -> tensor) -> ``batcher`` (queue, batch) -> ``engine`` (forward, top-k).
+"""
 
 from importlib.metadata import PackageNotFoundError, version
 

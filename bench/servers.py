@@ -115,13 +115,21 @@ def stop(server: RunningServer, grace_s: float = 15.0) -> None:
 
 
 @contextlib.contextmanager
-def serve(system: str, workload: Workload, opts: ServerOptions, log_dir: Path) -> Iterator[RunningServer]:
-    """Run ``system`` serving ``workload`` until the block exits; raises if it never gets ready."""
+def serve(
+    system: str, workload: Workload, opts: ServerOptions, log_dir: Path, source: Path | None = None
+) -> Iterator[RunningServer]:
+    """Run ``system`` serving ``workload`` until the block exits; raises if it never gets ready.
+
+    ``source``: run the code of another checkout of this repository (``bench.ab``'s baseline) with
+    this environment's packages; default: this checkout.
+    """
     ready_path, request_format = SYSTEMS[system]
     port = free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"{system}-{workload.name}.log"
+    log_path = log_dir / f"{system}-{workload.name}{'-' + source.name if source else ''}.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             _command(system, workload, port, opts),
@@ -129,7 +137,7 @@ def serve(system: str, workload: Workload, opts: ServerOptions, log_dir: Path) -
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
-            cwd=Path(__file__).resolve().parent.parent,
+            cwd=source or Path(__file__).resolve().parent.parent,
             start_new_session=True,
         )
     server = RunningServer(system, proc, port, request_format, log_path)
