@@ -30,7 +30,7 @@ def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
 
 def test_every_contract_family_is_exposed() -> None:
     names = {family.name for family in text_string_to_metric_families(Metrics().render().decode())}
-    assert FAMILIES <= names
+    assert names >= FAMILIES
 
 
 def test_a_batch_is_observed_under_its_model() -> None:

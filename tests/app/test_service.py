@@ -35,7 +35,8 @@ def png(size: tuple[int, int] = (30, 30)) -> bytes:
 
 
 def settings(weights: Path, **overrides: object) -> Settings:
-    return Settings(weights_dir=weights, device="cpu", torch_threads=1, workers=1, max_batch_size=4, **overrides)
+    values: dict = {"device": "cpu", "torch_threads": 1, "workers": 1, "max_batch_size": 4, **overrides}
+    return Settings(weights_dir=weights, **values)
 
 
 @pytest.fixture
