@@ -9,13 +9,35 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
+
+T = TypeVar("T")
+
+
+def wait_until(
+    condition: Callable[[], T], timeout: float, what: str | Callable[[], str] = "condition", interval: float = 0.05
+) -> T:
+    """Poll ``condition`` every ``interval`` s until it returns something truthy, and return that.
+
+    Raises ``TimeoutError`` (naming ``what``, or calling it for a description) if that takes longer than
+    ``timeout`` s; exceptions from ``condition`` propagate. Tests wait on conditions this way, never on sleeps.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"not within {timeout} s: {what() if callable(what) else what}")
+        time.sleep(interval)
 
 
 def train_checkpoint(output_dir: Path, name: str, arch: str, dataset: str = "synthetic", limit: int = 64) -> Path:
@@ -57,17 +79,15 @@ class ServerProcess:
         return httpx.get(self.url + path, timeout=30, **kwargs)
 
     def wait_ready(self, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def ready() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                if self.get("/ready").status_code == 200:
-                    return
+                return self.get("/ready").status_code == 200
             except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError(f"server not ready after {timeout} s:\n{self.log()}")
+                return False
+
+        wait_until(ready, timeout, lambda: f"server ready:\n{self.log()}")
 
     def log(self) -> str:
         self._log.flush()

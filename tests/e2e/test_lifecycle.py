@@ -6,13 +6,14 @@ The module's server is shut down by the last test (``test_sigterm_drains_then_ex
 from __future__ import annotations
 
 import signal
-import time
+import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
-from serve_helpers import ServerProcess, png_bytes
+from serve_helpers import ServerProcess, png_bytes, wait_until
 
 KEY = "s3cret-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -25,17 +26,22 @@ def booted(start_server, weights_dir: Path) -> tuple[ServerProcess, list[tuple[i
     args += ["--cors-origins", "https://ui.example"]
     server = start_server([*args, "--max-batch-size", "128", "--torch-threads", "1"])
     seen: list[tuple[int, int]] = []
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and server.proc.poll() is None:
+
+    def observe_until_ready() -> bool:
+        if server.proc.poll() is not None:
+            return True  # exited: the assertion below reports it with the log
         try:
             health = server.get("/health").status_code
             ready = server.get("/ready")
-            seen.append((health, ready.status_code))
-            if ready.status_code == 200:
-                break
-            assert "detail" in ready.json()
-        except httpx.TransportError:
-            time.sleep(0.01)
+        except httpx.TransportError:  # not listening yet
+            return False
+        seen.append((health, ready.status_code))
+        if ready.status_code == 200:
+            return True
+        assert "detail" in ready.json()
+        return False
+
+    wait_until(observe_until_ready, 90, lambda: f"server ready:\n{server.log()}", interval=0.01)
     assert seen and seen[-1] == (200, 200), server.log()
     return server, seen
 
@@ -73,19 +79,38 @@ def test_cors_allows_only_the_configured_origin(booted: tuple[ServerProcess, lis
 
 
 def test_sigterm_drains_then_exits_0(booted: tuple[ServerProcess, list]) -> None:
+    """Requests whose upload began before SIGTERM still get 200; meanwhile /ready answers 503; then exit 0."""
     server, _ = booted
+    data = png_bytes()
+    began = threading.Semaphore(0)
+    finish = threading.Event()
 
-    def predict(value: int) -> int:
-        files = {"file": ("a.png", png_bytes(value), "image/png")}
-        return httpx.post(server.url + "/predict", files=files, headers=AUTH, timeout=30).status_code
+    def held_upload() -> Iterator[bytes]:
+        yield data[: len(data) // 2]
+        began.release()  # httpx asks for the next chunk only once this one is on the wire
+        if not finish.wait(60):
+            raise TimeoutError("the test never let the upload finish")
+        yield data[len(data) // 2 :]
+
+    def predict() -> int:
+        headers = {**AUTH, "Content-Type": "image/png"}  # chunked: no Content-Length for a generator body
+        return httpx.post(server.url + "/predict", content=held_upload(), headers=headers, timeout=60).status_code
 
     with ThreadPoolExecutor(6) as pool:
-        in_flight = [pool.submit(predict, v) for v in range(6)]  # held ~300 ms by --max-wait-ms
-        time.sleep(0.15)
-        server.proc.send_signal(signal.SIGTERM)
-        time.sleep(0.2)
-        assert server.get("/ready").status_code == 503  # draining: still answering, no longer ready
+        try:
+            in_flight = [pool.submit(predict) for _ in range(6)]
+            for _ in in_flight:  # every request is open, its body half sent and the rest owed
+                assert began.acquire(timeout=30), "an upload never started"
+            server.proc.send_signal(signal.SIGTERM)
+            # draining (for --drain-grace-s): no longer ready, but still answering, new requests included
+            wait_until(lambda: server.get("/ready").status_code == 503, 10, "/ready 503 after SIGTERM")
+            files = {"file": ("a.png", data, "image/png")}
+            assert httpx.post(server.url + "/predict", files=files, headers=AUTH, timeout=60).status_code == 200
+        finally:
+            finish.set()
         assert [f.result() for f in in_flight] == [200] * 6
+    # each of those sat out --max-wait-ms in the batcher after SIGTERM: still within --drain-grace-s, so still answering
+    assert server.get("/ready").status_code == 503
     assert server.proc.wait(30) == 0
     assert "draining" in server.log()
 
