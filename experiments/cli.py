@@ -8,10 +8,13 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from experiments.arch_table import architecture_rows, markdown_table
 from experiments.degradation import NETS, subset, train_curves
 from experiments.gradients import gradient_study
 from experiments.plots import plot_degradation, plot_gradients
+from models.device import resolve_device
 from training.datasets import DATASETS, DataError, load_data
 
 __all__ = ["main"]
@@ -36,6 +39,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         sub.add_argument("--batch-size", type=int, default=128, help="batch size")
         sub.add_argument("--lr", type=float, default=0.1, help="learning rate")
         sub.add_argument("--seed", type=int, default=0, help="random seed")
+        sub.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
         if name == "degradation":
             sub.add_argument("--epochs", type=int, default=10, help="epochs per net")
             sub.add_argument("--fraction", type=float, default=0.1, help="share of the training split used")
@@ -53,10 +57,12 @@ def run_table(args: argparse.Namespace) -> None:
     print(markdown_table(rows))
 
 
-def run_gradients(args: argparse.Namespace) -> None:
+def run_gradients(args: argparse.Namespace, device: torch.device) -> None:
     data = load_data(args.dataset, data_dir=args.data_dir, download=args.download, limit=args.batch_size)
     depths = [int(d) for d in args.depths.split(",")]
-    results = gradient_study(data, depths, batch_size=args.batch_size, steps=args.steps, lr=args.lr, seed=args.seed)
+    results = gradient_study(
+        data, depths, batch_size=args.batch_size, steps=args.steps, lr=args.lr, seed=args.seed, device=device
+    )
     (args.output_dir / "gradients.json").write_text(json.dumps(results, indent=1))
     plot_gradients(results, args.output_dir / "gradients.png", f"gradient norm per layer on {args.dataset}")
     for name, snapshots in results.items():
@@ -64,10 +70,12 @@ def run_gradients(args: argparse.Namespace) -> None:
         print(f"{name:9s} init: first conv {init[0]:.2e}, last conv {init[-1]:.2e}, ratio {init[0] / init[-1]:.2e}")
 
 
-def run_degradation(args: argparse.Namespace) -> None:
+def run_degradation(args: argparse.Namespace, device: torch.device) -> None:
     data = subset(load_data(args.dataset, data_dir=args.data_dir, download=args.download), args.fraction)
     nets = tuple(args.nets.split(","))
-    results = train_curves(data, nets=nets, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    results = train_curves(
+        data, nets=nets, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=device
+    )
     (args.output_dir / "degradation.json").write_text(json.dumps(results, indent=1))
     title = f"{args.dataset}, {len(data.train)} training images, {args.epochs} epochs, one recipe"
     plot_degradation(results, args.output_dir / "degradation.png", title)
@@ -82,12 +90,22 @@ def run_degradation(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point; a bad dataset is one line on stderr and exit status 2."""
+    """Console entry point; a bad dataset or device is one line on stderr and exit status 2."""
     args = get_args_parser().parse_args(argv)
+    try:
+        device = resolve_device(args.device) if args.experiment != "table" else None
+    except ValueError as exc:  # a malformed or missing --device
+        print(f"resnet-experiment: error: {exc}", file=sys.stderr)
+        return 2
     args.output_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
-        {"table": run_table, "gradients": run_gradients, "degradation": run_degradation}[args.experiment](args)
+        if device is None:
+            run_table(args)
+        elif args.experiment == "gradients":
+            run_gradients(args, device)
+        else:
+            run_degradation(args, device)
     except DataError as exc:
         print(f"resnet-experiment: error: {exc}", file=sys.stderr)
         return 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 from typing import Any
 
@@ -12,59 +11,66 @@ from torch.utils.data import Subset
 
 from models import create_model
 from training.datasets import LoadedData
-from training.distributed import DistributedContext
+from training.loaders import make_loaders, set_epoch
 from training.loops import evaluate, train_one_epoch
-from training.optim import build_optimizer, build_scheduler
-from training.train import make_loaders
+from training.optim import OptimizerConfig, ScheduleConfig, build_optimizer, build_scheduler
 
-__all__ = ["NETS", "train_curves"]
+__all__ = ["NETS", "recipe", "train_curves"]
 
 NETS = ("plain20", "plain56", "resnet20", "resnet56")
 
 
-def _recipe(epochs: int, batch_size: int, lr: float, seed: int) -> argparse.Namespace:
+def recipe(epochs: int, lr: float) -> tuple[OptimizerConfig, ScheduleConfig]:
     """The paper's CIFAR recipe, shortened: SGD 0.9, weight decay 1e-4, cosine to zero, no augmentation."""
-    return argparse.Namespace(
-        opt="sgd", lr=lr, momentum=0.9, nesterov=False, weight_decay=1e-4, lr_scheduler="cosine",
-        warmup_epochs=1, epochs=epochs, lr_step_size=30, lr_gamma=0.1, lr_patience=3, batch_size=batch_size,
-        seed=seed, workers=0,
-    )  # fmt: skip
+    optimizer = OptimizerConfig("sgd", lr=lr, momentum=0.9, nesterov=False, weight_decay=1e-4)
+    return optimizer, ScheduleConfig("cosine", epochs=epochs, warmup_epochs=1)
 
 
 def train_curves(
-    data: LoadedData, *, nets: tuple[str, ...] = NETS, epochs: int, batch_size: int, lr: float, seed: int
+    data: LoadedData,
+    *,
+    nets: tuple[str, ...] = NETS,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    device: torch.device | None = None,
 ) -> dict[str, Any]:
-    """Train each net with the same recipe; per-epoch train and test error, and seconds taken."""
-    args = _recipe(epochs, batch_size, lr, seed)
-    train_loader, test_loader = make_loaders(data, args, DistributedContext())
+    """Train each net with the same recipe on ``device`` (default: the CPU); per-epoch train and test error, seconds."""
+    device = device or torch.device("cpu")
+    optimizer_config, schedule_config = recipe(epochs, lr)
+    train_loader, test_loader = make_loaders(
+        data, batch_size=batch_size, seed=seed, workers=0, pin_memory=device.type == "cuda"
+    )
     criterion = nn.CrossEntropyLoss()
     spec = data.preprocessing
     results: dict[str, Any] = {}
     for name in nets:
         torch.manual_seed(seed)
         model = create_model(name, num_classes=len(data.labels), in_channels=spec.channels)
-        model = model.to(memory_format=torch.channels_last)
-        optimizer = build_optimizer(model, args)
-        scheduler, _ = build_scheduler(optimizer, args, len(train_loader))
+        model = model.to(device, memory_format=torch.channels_last)
+        optimizer = build_optimizer(model, optimizer_config)
+        scheduler, _ = build_scheduler(optimizer, schedule_config, len(train_loader))
+        assert scheduler is not None  # cosine: stepped per batch
         start = time.perf_counter()
         curve = []
         for epoch in range(1, epochs + 1):
-            train_loader.sampler.sampler.set_epoch(epoch)  # type: ignore[union-attr]
+            set_epoch(train_loader, epoch)
             train = train_one_epoch(
                 model,
                 train_loader,
                 optimizer,
                 criterion,
-                device=torch.device("cpu"),
+                device=device,
                 spec=spec,
                 step_scheduler=scheduler.step,
                 channels_last=True,
-            )  # type: ignore[union-attr]
+            )
             test = evaluate(
                 model,
                 test_loader,
                 criterion,
-                device=torch.device("cpu"),
+                device=device,
                 spec=spec,
                 num_classes=len(data.labels),
                 channels_last=True,

@@ -24,17 +24,27 @@ def conv_gradient_norms(model: nn.Module) -> list[float]:
 
 
 def gradient_study(
-    data: LoadedData, depths: list[int], *, batch_size: int = 128, steps: int = 20, lr: float = 0.1, seed: int = 0
+    data: LoadedData,
+    depths: list[int],
+    *,
+    batch_size: int = 128,
+    steps: int = 20,
+    lr: float = 0.1,
+    seed: int = 0,
+    device: torch.device | None = None,
 ) -> dict[str, Any]:
-    """For each depth, plain and residual: norms at initialization and after ``steps`` SGD steps."""
+    """For each depth, plain and residual: norms at initialization and after ``steps`` SGD steps on ``device``."""
+    device = device or torch.device("cpu")
     images, targets = data.train[:batch_size] if hasattr(data.train, "tensors") else next(iter(data.train))
-    inputs = normalize(images, data.preprocessing)
+    inputs = normalize(images.to(device), data.preprocessing)
+    targets = targets.to(device)
     criterion = nn.CrossEntropyLoss()
     results: dict[str, Any] = {}
     for depth in depths:
         for prefix in ("plain", "resnet"):
             torch.manual_seed(seed)
             model = create_model(f"{prefix}{depth}", num_classes=len(data.labels), in_channels=inputs.shape[1])
+            model = model.to(device)
             optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
             snapshots = {}
             for step in range(steps + 1):

@@ -24,10 +24,18 @@ SUFFIX = ".safetensors"
 
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], metadata: CheckpointMetadata) -> Path:
-    """Write ``model``'s weights and ``metadata`` to ``path`` atomically; returns the path written."""
+    """Write ``model``'s weights and ``metadata`` to ``path`` atomically; returns the path written.
+
+    The metadata is validated as ``read_metadata`` will validate it, so no file is written that cannot be read.
+    """
     path = Path(path)
     if path.suffix != SUFFIX:
         raise CheckpointError(f"checkpoint file names end in {SUFFIX}, got {path.name!r}")
+    header = metadata.to_json()
+    try:
+        CheckpointMetadata.from_json(header)
+    except CheckpointError as exc:
+        raise CheckpointError(f"refusing to write {path}: {exc}") from None
     # Unwrap DistributedDataParallel / torch.compile wrappers so keys match the bare model.
     bare = getattr(model, "module", model)
     bare = getattr(bare, "_orig_mod", bare)
@@ -36,7 +44,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], metadata: Ch
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        save_file(tensors, tmp_name, metadata={METADATA_KEY: metadata.to_json()})
+        save_file(tensors, tmp_name, metadata={METADATA_KEY: header})
         with open(tmp_name, "rb") as handle:
             os.fsync(handle.fileno())
         os.chmod(tmp_name, 0o644)  # mkstemp makes it owner-only; checkpoints are read by other users

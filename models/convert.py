@@ -59,7 +59,7 @@ def convert_state_dict(
         state = torch.load(source, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{source}: no such file") from None
-    except Exception as exc:  # torch raises many types for a foreign or unsafe pickle
+    except Exception as exc:  # noqa: BLE001  (torch raises many types for a foreign or unsafe pickle)
         raise CheckpointError(f"{source}: not a plain tensor state dict ({type(exc).__name__}: {exc})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]

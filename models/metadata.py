@@ -2,6 +2,10 @@
 
 Stored as JSON in the safetensors header under the key ``resnet_serve``. Grouped like timm's
 pretrained configs: architecture, preprocessing, labels, training figures, provenance.
+
+The groups are plain dataclasses; reading a header validates it by their types with pydantic
+(strict: no string for an int, no unknown keys, ``Literal`` values only), so a bad checkpoint fails
+when it is read or scanned, not on the first request. ``__post_init__`` adds the cross-field checks.
 """
 
 from __future__ import annotations
@@ -9,31 +13,51 @@ from __future__ import annotations
 import json
 import platform
 import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    TypeAdapter,
+    with_config,
+)
+from pydantic import ValidationError as _ValidationError
+from pydantic_core import ErrorDetails
 
 FORMAT_VERSION = 1
 METADATA_KEY = "resnet_serve"
 
 ResizeMode = Literal["shorter_side_center_crop", "stretch"]
+Interpolation = Literal["bilinear", "bicubic", "nearest"]
+Accuracy = Annotated[float, Field(ge=0, le=1)]
+
+# Unknown keys in a header are an error (a typo'd key must not silently fall back to a default).
+_STRICT_KEYS = ConfigDict(extra="forbid")
 
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, truncated, foreign or inconsistent; the message says which and why."""
 
 
+@with_config(_STRICT_KEYS)
 @dataclass
 class ArchitectureSpec:
     """Which registered architecture to build, and with which arguments."""
 
     name: str
-    num_classes: int
-    in_channels: int
+    num_classes: PositiveInt
+    in_channels: PositiveInt
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
+@with_config(_STRICT_KEYS)
 @dataclass
 class PreprocessingSpec:
     """How a decoded image becomes the model's input tensor.
@@ -43,13 +67,13 @@ class PreprocessingSpec:
     [0, 1] and normalize with ``mean``/``std`` per channel.
     """
 
-    input_size: int
+    input_size: PositiveInt
     channels: int
-    resize_size: int
+    resize_size: PositiveInt
     resize_mode: ResizeMode = "shorter_side_center_crop"
-    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
+    interpolation: Interpolation = "bilinear"
     mean: list[float] = field(default_factory=lambda: [0.5])
-    std: list[float] = field(default_factory=lambda: [0.5])
+    std: list[PositiveFloat] = field(default_factory=lambda: [0.5])
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
@@ -64,18 +88,20 @@ class PreprocessingSpec:
             )
 
 
+@with_config(_STRICT_KEYS)
 @dataclass
 class TrainingInfo:
     """How the weights were obtained and how good they are."""
 
     dataset: str
-    test_accuracy: float | None = None
-    epochs: int | None = None
-    best_epoch: int | None = None
-    images_per_second: float | None = None
+    test_accuracy: Accuracy | None = None
+    epochs: NonNegativeInt | None = None
+    best_epoch: NonNegativeInt | None = None
+    images_per_second: NonNegativeFloat | None = None
     args: dict[str, Any] = field(default_factory=dict)
 
 
+@with_config(_STRICT_KEYS)
 @dataclass
 class Provenance:
     """When, by what and with which versions the file was written."""
@@ -100,6 +126,7 @@ class Provenance:
         )
 
 
+@with_config(_STRICT_KEYS)
 @dataclass
 class CheckpointMetadata:
     """Everything a checkpoint says about itself."""
@@ -128,8 +155,8 @@ class CheckpointMetadata:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> CheckpointMetadata:
-        """Parse and validate the header JSON; raises ``CheckpointError`` naming the bad key."""
+    def from_json(cls, text: str | bytes) -> CheckpointMetadata:
+        """Parse and validate the header JSON by type; raises ``CheckpointError`` naming the bad key."""
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -141,30 +168,27 @@ class CheckpointMetadata:
             raise CheckpointError(
                 f"checkpoint format_version {version!r} is not supported (this code reads {FORMAT_VERSION})"
             )
-        groups = {
-            "architecture": ArchitectureSpec,
-            "preprocessing": PreprocessingSpec,
-            "training": TrainingInfo,
-            "provenance": Provenance,
-        }
-        parsed: dict[str, Any] = {"format_version": version}
-        for key, group in groups.items():
-            parsed[key] = _build(group, raw.get(key), key)
-        labels = raw.get("labels")
-        if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
-            raise CheckpointError("checkpoint metadata key 'labels' must be a list of strings")
-        parsed["labels"] = labels
-        return cls(**parsed)
+        try:
+            return _ADAPTER.validate_json(text, strict=True)
+        except _ValidationError as exc:
+            raise CheckpointError("; ".join(_describe(error) for error in exc.errors(include_url=False))) from None
 
 
-def _build(group: type, value: Any, key: str) -> Any:
-    if not isinstance(value, dict):
-        raise CheckpointError(f"checkpoint metadata key {key!r} is missing or not an object")
-    known = {f.name for f in fields(group)}
-    unknown = set(value) - known
-    if unknown:
-        raise CheckpointError(f"checkpoint metadata {key!r} has unknown keys {sorted(unknown)}")
-    try:
-        return group(**value)
-    except TypeError as exc:
-        raise CheckpointError(f"checkpoint metadata {key!r} is incomplete: {exc}") from None
+_ADAPTER = TypeAdapter(CheckpointMetadata)
+
+
+def _describe(error: ErrorDetails) -> str:
+    """One pydantic error as one clause: the dotted key, what is wrong, and the offending value."""
+    context = error.get("ctx") or {}
+    if isinstance(context.get("error"), CheckpointError):
+        return str(context["error"])  # a cross-field check from __post_init__: its message names the keys
+    key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]).lstrip(".")
+    if error["type"] == "missing":
+        return f"checkpoint metadata key {key!r} is missing"
+    if error["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
+        return f"checkpoint metadata has an unknown key {key!r}"
+    value = repr(error["input"])
+    if len(value) > 60:
+        value = value[:57] + "..."
+    message = error["msg"][0].lower() + error["msg"][1:]
+    return f"checkpoint metadata key {key!r} is invalid: {message}, got {value}"

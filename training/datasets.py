@@ -12,7 +12,7 @@ import gzip
 import random
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -23,7 +23,7 @@ from torch.utils.data import Dataset, TensorDataset
 from models import PreprocessingSpec
 from models.preprocessing import convert_mode, prepare_image, to_uint8_tensor
 
-__all__ = ["DATASETS", "DataError", "LoadedData", "load_data"]
+__all__ = ["DATASETS", "DataError", "LoadedData", "image_folder_spec", "load_data"]
 
 DATASETS = ("fashion-mnist", "mnist", "cifar10", "cifar100", "imagefolder:PATH", "synthetic")
 
@@ -160,10 +160,23 @@ class ImageFolderSplit(Dataset[tuple[Tensor, int]]):
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
-def _image_folder(
-    root: Path, input_size: int, channels: int, val_fraction: float, limit: int | None, seed: int
-) -> LoadedData:
-    """``root/<class>/<image>``; a seeded ``val_fraction`` of each class becomes the test split."""
+def image_folder_spec(input_size: int, channels: int) -> PreprocessingSpec:
+    """The preprocessing a model trained on an image folder gets: ImageNet-style resize and center crop."""
+    mean, std = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]) if channels == 3 else ([0.5], [0.25])
+    return PreprocessingSpec(
+        input_size=input_size,
+        channels=channels,
+        resize_size=round(input_size / 0.875),
+        mean=mean,
+        std=std,
+    )
+
+
+def _image_folder(root: Path, spec: PreprocessingSpec, val_fraction: float, limit: int | None, seed: int) -> LoadedData:
+    """``root/<class>/<image>``; a seeded ``val_fraction`` of each class becomes the test split.
+
+    Test images are prepared with ``spec``; training images get a random resized crop of its input size.
+    """
     from torchvision.transforms import v2
 
     if not root.is_dir():
@@ -184,18 +197,10 @@ def _image_folder(
         raise DataError(f"image folder {root} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     if limit is not None:
         train_samples, test_samples = train_samples[:limit], test_samples[:limit]
-    mean, std = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]) if channels == 3 else ([0.5], [0.25])
-    spec = PreprocessingSpec(
-        input_size=input_size,
-        channels=channels,
-        resize_size=round(input_size / 0.875),
-        mean=mean,
-        std=std,
-    )
-    augment = v2.Compose([v2.RandomResizedCrop(input_size, antialias=True), v2.RandomHorizontalFlip()])
+    augment = v2.Compose([v2.RandomResizedCrop(spec.input_size, antialias=True), v2.RandomHorizontalFlip()])
 
     def train_transform(image: Image.Image) -> Tensor:
-        return to_uint8_tensor(augment(convert_mode(image, channels)))
+        return to_uint8_tensor(augment(convert_mode(image, spec.channels)))
 
     def test_transform(image: Image.Image) -> Tensor:
         return prepare_image(image, spec)
@@ -219,12 +224,31 @@ def load_data(
     channels: int = 3,
     val_fraction: float = 0.1,
     seed: int = 0,
+    spec: PreprocessingSpec | None = None,
 ) -> LoadedData:
-    """Load a dataset by name (see ``DATASETS``); ``limit`` keeps the first N images of each split."""
+    """Load a dataset by name (see ``DATASETS``); ``limit`` keeps the first N images of each split.
+
+    ``spec``: the preprocessing the data is for (a checkpoint's, to evaluate it). Image folders then
+    prepare their test images with it (``input_size`` and ``channels`` are ignored); in-memory datasets
+    keep their native images, which must have its size and channels, and report ``spec`` as theirs.
+    Without it an image folder gets ``image_folder_spec(input_size, channels)``; ``input_size`` and
+    ``channels`` mean nothing to the other datasets.
+    """
     if name.startswith("imagefolder:"):
-        return _image_folder(Path(name.split(":", 1)[1]), input_size, channels, val_fraction, limit, seed)
+        spec = spec or image_folder_spec(input_size, channels)
+        return _image_folder(Path(name.split(":", 1)[1]), spec, val_fraction, limit, seed)
     if name == "synthetic":
-        return _synthetic(limit)
-    if name in ("fashion-mnist", "mnist", "cifar10", "cifar100"):
-        return _torchvision(name, data_dir, download, limit)
-    raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+        data = _synthetic(limit)
+    elif name in ("fashion-mnist", "mnist", "cifar10", "cifar100"):
+        data = _torchvision(name, data_dir, download, limit)
+    else:
+        raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    if spec is None:
+        return data
+    native = data.preprocessing
+    if (native.input_size, native.channels) != (spec.input_size, spec.channels):
+        raise DataError(
+            f"{name} images are {native.input_size}x{native.input_size} with {native.channels} channel(s), "
+            f"the model expects {spec.input_size}x{spec.input_size} with {spec.channels}"
+        )
+    return replace(data, preprocessing=spec)

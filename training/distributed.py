@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from models.device import resolve_device
+
 __all__ = ["DistributedContext", "init_distributed_mode", "all_reduce_sum"]
 
 
@@ -29,30 +31,27 @@ class DistributedContext:
         return self.rank == 0
 
 
-def init_distributed_mode(device_request: str) -> tuple[DistributedContext, torch.device]:
+def init_distributed_mode(device_request: str = "auto") -> tuple[DistributedContext, torch.device]:
     """Read torchrun's environment, join the process group, and pick this process's device.
 
-    ``device_request``: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
-    Under torchrun each process takes GPU ``LOCAL_RANK`` (NCCL), or the CPU with the gloo backend.
+    ``device_request`` goes through ``models.device.resolve_device`` (``auto``: CUDA when available,
+    else CPU; ``cpu``, ``cuda`` or ``cuda:N``), which raises ``ValueError`` for a malformed or missing
+    device. Under torchrun each process takes GPU ``LOCAL_RANK`` (NCCL) when that resolves to CUDA,
+    or the CPU with the gloo backend.
     """
-    wants_cuda = device_request.startswith("cuda") or (device_request == "auto" and torch.cuda.is_available())
-    if wants_cuda and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {device_request} requested but CUDA is not available")
+    device = resolve_device(device_request)
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        return DistributedContext(), torch.device(
-            device_request if device_request != "auto" else ("cuda" if wants_cuda else "cpu")
-        )
+        return DistributedContext(), device
     context = DistributedContext(
         rank=int(os.environ["RANK"]),
         local_rank=int(os.environ.get("LOCAL_RANK", 0)),
         world_size=int(os.environ["WORLD_SIZE"]),
     )
-    if wants_cuda:
+    if device.type == "cuda":
         torch.cuda.set_device(context.local_rank)
         device = torch.device("cuda", context.local_rank)
         dist.init_process_group("nccl", device_id=device)
     else:
-        device = torch.device("cpu")
         dist.init_process_group("gloo")
     return context, device
 

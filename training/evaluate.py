@@ -5,17 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
-from torch.utils.data import BatchSampler, DataLoader
 
 from models import CheckpointError, load_checkpoint
-from models.preprocessing import prepare_image
+from models.device import resolve_device
 from training.datasets import DATASETS, DataError, load_data
+from training.loaders import make_test_loader
 from training.loops import evaluate
 from training.plots import plot_confusion
 
@@ -35,34 +33,30 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--download", action="store_true", help="download torchvision datasets (needs internet)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N test images")
     p.add_argument("--batch-size", type=int, default=500, help="batch size")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--confusion-png", type=Path, default=None, help="write the confusion matrix here")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     return p
 
 
+class EvaluationError(Exception):
+    """A user mistake that stops evaluation with a one-line message (no traceback)."""
+
+
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Evaluate and return accuracy, per-class accuracy and the confusion matrix."""
-    device = torch.device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:  # a malformed or missing --device
+        raise EvaluationError(str(exc)) from None
     model, metadata = load_checkpoint(args.checkpoint, device=device)
     spec = metadata.preprocessing
-    data = load_data(
-        args.dataset,
-        data_dir=args.data_dir,
-        download=args.download,
-        limit=args.limit,
-        input_size=spec.input_size,
-        channels=spec.channels,
-    )
+    # The test images are prepared with the checkpoint's own preprocessing (for image folders: not the folder's
+    # defaults), as the service would prepare them.
+    data = load_data(args.dataset, data_dir=args.data_dir, download=args.download, limit=args.limit, spec=spec)
     if len(data.labels) != len(metadata.labels):
         raise DataError(f"{args.dataset} has {len(data.labels)} classes, the checkpoint {len(metadata.labels)}")
-    if data.in_memory:
-        batches = BatchSampler(range(len(data.test)), args.batch_size, drop_last=False)
-        loader = DataLoader(data.test, sampler=batches, batch_size=None)
-    else:
-        # Image folders: evaluate with the checkpoint's own preprocessing, not the folder's defaults.
-        data.test.transform = partial(prepare_image, spec=spec)  # type: ignore[attr-defined]
-        loader = DataLoader(data.test, batch_size=args.batch_size)
+    loader = make_test_loader(data, batch_size=args.batch_size)
     stats = evaluate(model, loader, nn.CrossEntropyLoss(), device=device, spec=spec, num_classes=len(metadata.labels))
     per_class = dict(zip(metadata.labels, stats.per_class_accuracy(), strict=True))
     result = {
@@ -99,7 +93,7 @@ def cli(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
         result = main(args)
-    except (CheckpointError, DataError) as exc:
+    except (CheckpointError, DataError, EvaluationError) as exc:
         print(f"resnet-eval: error: {exc}", file=sys.stderr)
         return 2
     if args.json:

@@ -1,18 +1,68 @@
-"""Optimizers and learning-rate schedules, chosen by name from the command line."""
+"""Optimizers and learning-rate schedules, described by small typed configs (the CLIs build them from flags)."""
 
 from __future__ import annotations
 
-import math
-from argparse import Namespace
+from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import nn
-from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau, StepLR
+from torch.optim.lr_scheduler import (
+    CosineAnnealingLR,
+    LinearLR,
+    LRScheduler,
+    ReduceLROnPlateau,
+    SequentialLR,
+    StepLR,
+)
 
-__all__ = ["OPTIMIZERS", "SCHEDULERS", "build_optimizer", "build_scheduler"]
+__all__ = ["OPTIMIZERS", "SCHEDULERS", "OptimizerConfig", "ScheduleConfig", "build_optimizer", "build_scheduler"]
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULERS = ("cosine", "step", "plateau", "none")
+OptimizerName = Literal["sgd", "adam", "adamw"]
+ScheduleName = Literal["cosine", "step", "plateau", "none"]
+OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
+SCHEDULERS: tuple[str, ...] = get_args(ScheduleName)
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """Which optimizer, at which peak learning rate; ``momentum`` and ``nesterov`` apply to SGD only.
+
+    ``weight_decay`` applies to weights, not to BatchNorm parameters and biases.
+    """
+
+    name: OptimizerName
+    lr: float
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.name not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.name!r}")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Which learning-rate schedule over ``epochs``.
+
+    ``cosine``: linear warm-up for ``warmup_epochs``, then cosine decay to zero, per batch.
+    ``step``: multiply by ``gamma`` every ``step_size`` epochs. ``plateau``: multiply by ``gamma``
+    when the test loss has not improved for ``patience`` epochs. ``none``: constant.
+    """
+
+    name: ScheduleName
+    epochs: int
+    warmup_epochs: int = 0
+    step_size: int = 30
+    gamma: float = 0.1
+    patience: int = 3
+
+    def __post_init__(self) -> None:
+        if self.name not in SCHEDULERS:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULERS)}, got {self.name!r}")
+        if self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
 
 
 def _parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, object]]:
@@ -25,38 +75,39 @@ def _parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, o
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: nn.Module, args: Namespace) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Optimizer:
     """SGD (momentum, optional Nesterov), Adam or AdamW over ``model``'s parameters."""
-    groups = _parameter_groups(model, args.weight_decay)
-    if args.opt == "sgd":
-        return torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, nesterov=args.nesterov)
-    if args.opt == "adam":
-        return torch.optim.Adam(groups, lr=args.lr)
-    return torch.optim.AdamW(groups, lr=args.lr)
+    groups = _parameter_groups(model, config.weight_decay)
+    if config.name == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+    if config.name == "adam":
+        return torch.optim.Adam(groups, lr=config.lr)
+    return torch.optim.AdamW(groups, lr=config.lr)
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, args: Namespace, steps_per_epoch: int
+    optimizer: torch.optim.Optimizer, config: ScheduleConfig, steps_per_epoch: int
 ) -> tuple[LRScheduler | ReduceLROnPlateau | None, str]:
-    """The schedule and when to step it: ``"step"`` (every batch), ``"epoch"`` or ``"plateau"``.
-
-    ``cosine``: linear warm-up for ``warmup_epochs`` then cosine decay to zero, per batch.
-    ``step``: multiply by ``lr_gamma`` every ``lr_step_size`` epochs. ``plateau``: multiply by
-    ``lr_gamma`` when the test loss has not improved for ``lr_patience`` epochs.
-    """
-    if args.lr_scheduler == "cosine":
-        warmup = args.warmup_epochs * steps_per_epoch
-        total = max(1, args.epochs * steps_per_epoch)
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = (step - warmup) / max(1, total - warmup)
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-        return LambdaLR(optimizer, factor), "step"
-    if args.lr_scheduler == "step":
-        return StepLR(optimizer, step_size=args.lr_step_size, gamma=args.lr_gamma), "epoch"
-    if args.lr_scheduler == "plateau":
-        return ReduceLROnPlateau(optimizer, factor=args.lr_gamma, patience=args.lr_patience), "plateau"
+    """The schedule and when to step it: ``"step"`` (every batch), ``"epoch"``, ``"plateau"`` or ``"none"``."""
+    if config.name == "cosine":
+        warmup_steps, total_steps = config.warmup_epochs * steps_per_epoch, config.epochs * steps_per_epoch
+        return _warmup_cosine(optimizer, warmup_steps, total_steps), "step"
+    if config.name == "step":
+        return StepLR(optimizer, step_size=config.step_size, gamma=config.gamma), "epoch"
+    if config.name == "plateau":
+        return ReduceLROnPlateau(optimizer, factor=config.gamma, patience=config.patience), "plateau"
     return None, "none"
+
+
+def _warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> LRScheduler:
+    """Per batch: step ``k`` < ``warmup_steps`` runs at ``(k + 1) / warmup_steps`` of the peak, then cosine to zero.
+
+    The cosine reaches zero after ``total_steps`` batches in all (warm-up included).
+    """
+    decay_steps = max(1, total_steps - warmup_steps)
+    if warmup_steps == 0:
+        return CosineAnnealingLR(optimizer, T_max=decay_steps)
+    # LinearLR goes from start_factor to 1 in total_iters steps: 1/W, 2/W, ..., 1 over steps 0..W-1.
+    warmup = LinearLR(optimizer, start_factor=1 / warmup_steps, total_iters=max(1, warmup_steps - 1))
+    cosine = CosineAnnealingLR(optimizer, T_max=decay_steps)
+    return SequentialLR(optimizer, [warmup, cosine], milestones=[warmup_steps])

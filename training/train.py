@@ -10,13 +10,13 @@ import argparse
 import json
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Subset
 
 from models import (
     ArchitectureSpec,
@@ -29,9 +29,17 @@ from models import (
 )
 from training.augment import random_crop, random_erase, random_flip
 from training.datasets import DATASETS, DataError, LoadedData, load_data
-from training.distributed import DistributedContext, init_distributed_mode
+from training.distributed import init_distributed_mode
+from training.loaders import make_loaders, set_epoch
 from training.loops import EpochStats, EvalStats, evaluate, train_one_epoch
-from training.optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_scheduler
+from training.optim import (
+    OPTIMIZERS,
+    SCHEDULERS,
+    OptimizerConfig,
+    ScheduleConfig,
+    build_optimizer,
+    build_scheduler,
+)
 from training.plots import plot_curves
 
 __all__ = ["get_args_parser", "main", "cli"]
@@ -108,55 +116,44 @@ def default_name(arch: str, dataset: str) -> str:
     return f"{arch}-{dataset}"
 
 
-def make_loaders(
-    data: LoadedData, args: argparse.Namespace, context: DistributedContext
-) -> tuple[DataLoader, DataLoader]:
-    """Shuffled train batches (sharded per process) and this process's share of the test set."""
-    test_indices = list(range(context.rank, len(data.test), context.world_size))
-    test_set = Subset(data.test, test_indices)
-    # Shuffling depends only on (seed, epoch), so a resumed run sees the batches an unbroken run would.
-    sampler = DistributedSampler(
-        data.train, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=args.seed
+def optimizer_config(args: argparse.Namespace) -> OptimizerConfig:
+    """The optimizer the flags ask for."""
+    return OptimizerConfig(
+        name=args.opt, lr=args.lr, momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay
     )
-    if data.in_memory:
-        # TensorDatasets index with a whole list at once: one tensor gather per batch, no collate.
-        train = DataLoader(data.train, sampler=BatchSampler(sampler, args.batch_size, drop_last=False), batch_size=None)
-        test_batches = BatchSampler(test_indices, 1024, drop_last=False)
-        test = DataLoader(data.test, sampler=test_batches, batch_size=None)
-        return train, test
-    train = DataLoader(
-        data.train,
-        batch_size=args.batch_size,
-        sampler=sampler,
-        num_workers=args.workers,
-        pin_memory=torch.cuda.is_available(),
-        persistent_workers=args.workers > 0,
-        drop_last=False,
+
+
+def schedule_config(args: argparse.Namespace) -> ScheduleConfig:
+    """The learning-rate schedule the flags ask for."""
+    return ScheduleConfig(
+        name=args.lr_scheduler,
+        epochs=args.epochs,
+        warmup_epochs=args.warmup_epochs,
+        step_size=args.lr_step_size,
+        gamma=args.lr_gamma,
+        patience=args.lr_patience,
     )
-    test = DataLoader(test_set, batch_size=args.batch_size, num_workers=args.workers)
-    return train, test
 
 
-def set_epoch(loader: DataLoader, epoch: int) -> None:
-    """Reshuffle ``loader``'s DistributedSampler (possibly inside a BatchSampler) for ``epoch``."""
-    sampler = loader.sampler.sampler if isinstance(loader.sampler, BatchSampler) else loader.sampler
-    if isinstance(sampler, DistributedSampler):
-        sampler.set_epoch(epoch)
+def make_augment(
+    data: LoadedData, *, crop_padding: int | None = None, flip: bool = True, erase_probability: float = 0.0
+) -> Callable[[Tensor], Tensor] | None:
+    """Batched on-device augmentation for in-memory datasets (image folders augment per image).
 
-
-def make_augment(data: LoadedData, args: argparse.Namespace) -> Any:
-    """Batched on-device augmentation for in-memory datasets (image folders augment per image)."""
+    Random crop with ``crop_padding`` (default: 2 for images up to 28 px, else 4), random horizontal
+    flips, then random erasing with ``erase_probability``.
+    """
     if not data.in_memory:
         return None
-    padding = args.crop_padding
+    padding = crop_padding
     if padding is None:
         padding = 2 if data.preprocessing.input_size <= 28 else 4
 
     def augment(images: Tensor) -> Tensor:
         images = random_crop(images, padding)
-        if not args.no_flip:
+        if flip:
             images = random_flip(images)
-        return random_erase(images, args.random_erase)
+        return random_erase(images, erase_probability)
 
     return augment
 
@@ -202,7 +199,10 @@ def epoch_row(epoch: int, lr: float, train: EpochStats, test: EvalStats) -> dict
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Train as ``args`` say; returns the summary that is also printed as the last line."""
-    context, device = init_distributed_mode(args.device)
+    try:
+        context, device = init_distributed_mode(args.device)
+    except ValueError as exc:  # a malformed or missing --device
+        raise TrainingError(str(exc)) from None
     torch.manual_seed(args.seed + context.rank)
     name = args.name or default_name(args.arch, args.dataset)
     output_dir: Path = args.output_dir or Path("runs") / name
@@ -220,15 +220,22 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         seed=args.seed,
     )
     spec, labels = data.preprocessing, data.labels
-    train_loader, test_loader = make_loaders(data, args, context)
+    train_loader, test_loader = make_loaders(
+        data,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        workers=args.workers,
+        pin_memory=device.type == "cuda",
+        context=context,
+    )
 
     model = create_model(
         args.arch, num_classes=len(labels), in_channels=spec.channels, zero_init_residual=args.zero_init_residual
     ).to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, args)
-    scheduler, schedule_every = build_scheduler(optimizer, args, len(train_loader))
+    optimizer = build_optimizer(model, optimizer_config(args))
+    scheduler, schedule_every = build_scheduler(optimizer, schedule_config(args), len(train_loader))
     amp_dtype = AMP_DTYPES[args.amp]
     scaler = torch.amp.GradScaler(device.type) if amp_dtype is torch.float16 and device.type == "cuda" else None
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
@@ -252,7 +259,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             model, device_ids=[device.index] if device.index is not None else None
         )
     step_scheduler = scheduler.step if scheduler is not None and schedule_every == "step" else None
-    augment = make_augment(data, args)
+    augment = make_augment(
+        data, crop_padding=args.crop_padding, flip=not args.no_flip, erase_probability=args.random_erase
+    )
     checkpoint_path = output_dir / f"{name}.safetensors"
     arguments = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     command = "resnet-train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -368,9 +377,7 @@ def cli(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
         main(args)
-    except (DataError, TrainingError, RuntimeError) as exc:
-        if isinstance(exc, RuntimeError) and "CUDA" not in str(exc):
-            raise
+    except (DataError, TrainingError) as exc:
         print(f"resnet-train: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -7,36 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from factories import write_checkpoint
 
-from models import (
-    ArchitectureSpec,
-    CheckpointMetadata,
-    PreprocessingSpec,
-    Provenance,
-    TrainingInfo,
-    create_model,
-    save_checkpoint,
-)
-
-
-def write_checkpoint(path: Path, *, channels: int = 1, input_size: int = 28, num_classes: int = 10) -> Path:
-    """A randomly initialised resnet20 checkpoint (no training: unit tests need shapes, not accuracy)."""
-    torch.manual_seed(0)
-    model = create_model("resnet20", num_classes=num_classes, in_channels=channels)
-    metadata = CheckpointMetadata(
-        architecture=ArchitectureSpec("resnet20", num_classes, channels),
-        preprocessing=PreprocessingSpec(
-            input_size=input_size,
-            channels=channels,
-            resize_size=input_size,
-            mean=[0.5] * channels,
-            std=[0.5] * channels,
-        ),
-        labels=[f"class{i}" for i in range(num_classes)],
-        training=TrainingInfo(dataset="synthetic"),
-        provenance=Provenance.now("tests"),
-    )
-    return save_checkpoint(model, path, metadata)
+from models import PreprocessingSpec
 
 
 @pytest.fixture(scope="session")

@@ -8,14 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from factories import make_metadata
 from safetensors.torch import save_file
 
 from models import (
     ArchitectureSpec,
     CheckpointError,
-    CheckpointMetadata,
     PreprocessingSpec,
-    Provenance,
     TrainingInfo,
     create_model,
     load_checkpoint,
@@ -26,32 +25,24 @@ from models import checkpoint as checkpoint_module
 from models.metadata import METADATA_KEY
 
 
-def metadata(num_classes: int = 10, name: str = "resnet20") -> CheckpointMetadata:
-    return CheckpointMetadata(
-        architecture=ArchitectureSpec(name, num_classes, 1),
-        preprocessing=PreprocessingSpec(input_size=28, channels=1, resize_size=28, mean=[0.3], std=[0.35]),
-        labels=[f"c{i}" for i in range(num_classes)],
-        training=TrainingInfo(dataset="synthetic", test_accuracy=0.5, epochs=1, best_epoch=1),
-        provenance=Provenance.now("pytest"),
-    )
-
-
 def test_round_trip_restores_weights_metadata_and_eval_mode(tmp_path: Path) -> None:
     model = create_model("resnet20", num_classes=10, in_channels=1)
-    path = save_checkpoint(model, tmp_path / "m.safetensors", metadata())
+    training = TrainingInfo(dataset="synthetic", test_accuracy=0.5, epochs=1, best_epoch=1, images_per_second=9.5)
+    written = make_metadata(training=training)
+    path = save_checkpoint(model, tmp_path / "m.safetensors", written)
     loaded, meta = load_checkpoint(path)
     assert not loaded.training
-    assert meta.labels == [f"c{i}" for i in range(10)]
+    assert meta.labels == [f"class{i}" for i in range(10)]
     assert meta.architecture == ArchitectureSpec("resnet20", 10, 1)
-    assert meta.preprocessing == metadata().preprocessing
+    assert meta == written
     for key, tensor in model.state_dict().items():
         assert torch.equal(tensor, loaded.state_dict()[key]), key
 
 
 def test_metadata_records_versions_and_command(tmp_path: Path) -> None:
-    path = save_checkpoint(create_model("resnet20", in_channels=1), tmp_path / "m.safetensors", metadata())
+    path = save_checkpoint(create_model("resnet20", in_channels=1), tmp_path / "m.safetensors", make_metadata())
     meta = read_metadata(path)
-    assert meta.provenance.command == "pytest"
+    assert meta.provenance.command == "tests"
     assert {"python", "torch", "safetensors"} <= set(meta.provenance.versions)
     assert meta.format_version == 1
 
@@ -60,7 +51,7 @@ def test_a_crash_mid_save_keeps_the_old_checkpoint_and_leaves_no_temporary_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     target = tmp_path / "m.safetensors"
-    save_checkpoint(create_model("resnet20", in_channels=1), target, metadata())
+    save_checkpoint(create_model("resnet20", in_channels=1), target, make_metadata())
     before = target.read_bytes()
 
     def crash_halfway(tensors: dict[str, torch.Tensor], filename: str, metadata: dict[str, str]) -> None:
@@ -69,13 +60,13 @@ def test_a_crash_mid_save_keeps_the_old_checkpoint_and_leaves_no_temporary_file(
 
     monkeypatch.setattr(checkpoint_module, "save_file", crash_halfway)
     with pytest.raises(OSError, match="disk full"):
-        save_checkpoint(create_model("resnet20", in_channels=1), target, metadata())
+        save_checkpoint(create_model("resnet20", in_channels=1), target, make_metadata())
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
 
 
 def test_truncated_file_gives_a_clear_error(tmp_path: Path) -> None:
-    path = save_checkpoint(create_model("resnet20", in_channels=1), tmp_path / "m.safetensors", metadata())
+    path = save_checkpoint(create_model("resnet20", in_channels=1), tmp_path / "m.safetensors", make_metadata())
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="truncated"):
@@ -99,31 +90,102 @@ def test_weights_that_do_not_fit_the_architecture_name_the_bad_key(tmp_path: Pat
     path = tmp_path / "m.safetensors"
     wrong = create_model("resnet20", num_classes=5, in_channels=1)  # fc has 5 outputs, metadata says 10
     tensors = {k: v.contiguous() for k, v in wrong.state_dict().items()}
-    save_file(tensors, str(path), metadata={METADATA_KEY: metadata().to_json()})
+    save_file(tensors, str(path), metadata={METADATA_KEY: make_metadata().to_json()})
     with pytest.raises(CheckpointError, match=r"fc\.(weight|bias).*shape \(5"):
         load_checkpoint(path)
 
 
 def test_invalid_metadata_is_rejected_with_the_key(tmp_path: Path) -> None:
-    raw = json.loads(metadata().to_json())
+    raw = json.loads(make_metadata().to_json())
     del raw["labels"]
     path = tmp_path / "m.safetensors"
     save_file({"x": torch.zeros(1)}, str(path), metadata={METADATA_KEY: json.dumps(raw)})
     with pytest.raises(CheckpointError, match="labels"):
         read_metadata(path)
-    raw = json.loads(metadata().to_json()) | {"format_version": 99}
+    raw = json.loads(make_metadata().to_json()) | {"format_version": 99}
     save_file({"x": torch.zeros(1)}, str(path), metadata={METADATA_KEY: json.dumps(raw)})
     with pytest.raises(CheckpointError, match="format_version 99"):
         read_metadata(path)
 
 
+def write_header(path: Path, group: str | None, **changes: object) -> Path:
+    """A safetensors file whose valid metadata header has ``changes`` applied to ``group`` (None: the top level)."""
+    raw = json.loads(make_metadata().to_json())
+    (raw if group is None else raw[group]).update(changes)
+    save_file({"x": torch.zeros(1)}, str(path), metadata={METADATA_KEY: json.dumps(raw)})
+    return path
+
+
+@pytest.mark.parametrize(
+    ("group", "changes", "message"),
+    [
+        ("preprocessing", {"resize_mode": "area"}, r"'preprocessing\.resize_mode' is invalid: .*'stretch', got 'area'"),
+        ("preprocessing", {"interpolation": "lanczos"}, r"'preprocessing\.interpolation' is invalid"),
+    ],
+)
+def test_a_value_outside_a_literal_fails_when_the_header_is_read(
+    tmp_path: Path, group: str, changes: dict[str, object], message: str
+) -> None:
+    path = write_header(tmp_path / "m.safetensors", group, **changes)
+    with pytest.raises(CheckpointError, match=message) as error:
+        read_metadata(path)
+    assert str(error.value).startswith(f"{path}: ") and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("group", "changes", "message"),
+    [
+        ("preprocessing", {"input_size": "28"}, r"'preprocessing\.input_size' is invalid: .*integer, got '28'"),
+        ("architecture", {"num_classes": 10.5}, r"'architecture\.num_classes' is invalid: .*integer"),
+        ("preprocessing", {"mean": "0.5"}, r"'preprocessing\.mean' is invalid"),
+        ("training", {"test_accuracy": "high"}, r"'training\.test_accuracy' is invalid"),
+        ("provenance", {"versions": {"torch": 2}}, r"'provenance\.versions\.torch' is invalid: .*string"),
+        (None, {"labels": ["a", 1, "c", "d", "e", "f", "g", "h", "i", "j"]}, r"'labels\[1\]' is invalid: .*string"),
+        (None, {"architecture": "resnet20"}, r"'architecture' is invalid: .*object"),
+    ],
+)
+def test_a_wrong_type_fails_when_the_header_is_read(
+    tmp_path: Path, group: str | None, changes: dict[str, object], message: str
+) -> None:
+    with pytest.raises(CheckpointError, match=message):
+        read_metadata(write_header(tmp_path / "m.safetensors", group, **changes))
+
+
+@pytest.mark.parametrize(
+    ("group", "changes", "message"),
+    [
+        ("preprocessing", {"input_size": 0}, r"'preprocessing\.input_size' is invalid: .*greater than 0, got 0"),
+        ("preprocessing", {"resize_size": -32}, r"'preprocessing\.resize_size' is invalid: .*greater than 0"),
+        ("architecture", {"num_classes": 0}, r"'architecture\.num_classes' is invalid"),
+        ("preprocessing", {"std": [0.0]}, r"'preprocessing\.std\[0\]' is invalid"),
+        ("training", {"test_accuracy": 94.7}, r"'training\.test_accuracy' is invalid: .*less than or equal to 1"),
+        ("preprocessing", {"resize_mod": "stretch"}, r"unknown key 'preprocessing\.resize_mod'"),
+        (None, {"comment": "hi"}, r"unknown key 'comment'"),
+        ("preprocessing", {"channels": 2, "mean": [0.5] * 2, "std": [0.5] * 2}, r"channels must be 1 or 3, got 2"),
+        ("preprocessing", {"channels": 3, "mean": [0.5] * 3, "std": [0.5] * 3}, r"differs from architecture"),
+    ],
+)
+def test_bad_values_and_unknown_keys_fail_when_the_header_is_read(
+    tmp_path: Path, group: str | None, changes: dict[str, object], message: str
+) -> None:
+    with pytest.raises(CheckpointError, match=message):
+        read_metadata(write_header(tmp_path / "m.safetensors", group, **changes))
+
+
+def test_metadata_that_could_not_be_read_back_is_never_written(tmp_path: Path) -> None:
+    bad = make_metadata(training=TrainingInfo(dataset="synthetic", test_accuracy=94.7))  # a percentage, not 0-1
+    with pytest.raises(CheckpointError, match="refusing to write .*training.test_accuracy"):
+        save_checkpoint(create_model("resnet20", in_channels=1), tmp_path / "m.safetensors", bad)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_metadata_consistency_is_checked() -> None:
     with pytest.raises(CheckpointError, match="labels"):
-        replace(metadata(), labels=["a", "b"])
+        replace(make_metadata(), labels=["a", "b"])
     with pytest.raises(CheckpointError, match="mean/std"):
         PreprocessingSpec(input_size=28, channels=3, resize_size=28, mean=[0.5], std=[0.5])
 
 
 def test_file_name_must_end_in_safetensors(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=".safetensors"):
-        save_checkpoint(create_model("resnet20", in_channels=1), tmp_path / "m.pt", metadata())
+        save_checkpoint(create_model("resnet20", in_channels=1), tmp_path / "m.pt", make_metadata())

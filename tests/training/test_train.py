@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from models import load_checkpoint, read_metadata
+from training import train as train_module
 from training.train import cli, get_args_parser, main
 
 FAST = ["--batch-size", "64", "--no-progress", "--workers", "0"]
@@ -78,6 +79,32 @@ def test_resume_continues_exactly_where_an_unbroken_run_would_be(tmp_path: Path)
     assert split["history"][1]["train_loss"] == pytest.approx(straight["history"][1]["train_loss"])
 
 
+class Crash(Exception):
+    """Stands in for a run killed after an epoch's resume state was written."""
+
+
+def test_an_interrupted_warmup_cosine_run_resumes_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    common = ["--dataset", "synthetic", "--limit", "128", "--arch", "resnet20", "--epochs", "3"]
+    common += ["--lr-scheduler", "cosine", "--warmup-epochs", "1"]  # epoch 1 warms up, epochs 2-3 decay
+    train(tmp_path / "straight", *common)
+
+    def crash(*args: object) -> None:  # plot_curves runs after last.pt of the epoch is written
+        raise Crash
+
+    monkeypatch.setattr(train_module, "plot_curves", crash)
+    with pytest.raises(Crash):
+        train(tmp_path / "split", *common)
+    monkeypatch.undo()
+    train(tmp_path / "split", *common, "--resume")
+    straight = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
+    split = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
+    assert [row["epoch"] for row in split["history"]] == [1, 2, 3]
+    assert [row["lr"] for row in split["history"]] == [row["lr"] for row in straight["history"]]
+    for key, tensor in straight["model"].items():
+        torch.testing.assert_close(split["model"][key], tensor, msg=key)
+    assert split["scheduler"] == straight["scheduler"]
+
+
 def test_imagefolder_dataset_uses_folder_names_as_labels(tmp_path: Path) -> None:
     root = tmp_path / "images"
     for label, color in (("cats", (200, 50, 50)), ("dogs", (50, 50, 200))):
@@ -132,6 +159,7 @@ def test_fashion_mnist_trains_offline_from_the_debian_package(tmp_path: Path) ->
         (["--dataset", "imagefolder:{tmp}/empty"], "has no class sub-folders"),
         (["--dataset", "imagefolder:{tmp}/noimages"], "has no images"),
         (["--dataset", "synthetic", "--resume"], "no {tmp}/out/last.pt"),
+        (["--dataset", "synthetic", "--device", "tpu"], "device 'tpu' is not one of auto, cpu, cuda, cuda:N"),
     ],
 )
 def test_user_mistakes_are_one_line_errors_with_exit_status_2(
@@ -145,6 +173,13 @@ def test_user_mistakes_are_one_line_errors_with_exit_status_2(
     err = capsys.readouterr().err.strip()
     assert err.startswith("resnet-train: error:") and "\n" not in err
     assert message.replace("{tmp}", str(tmp_path)) in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour of a machine without CUDA")
+def test_cuda_without_cuda_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert cli(["--dataset", "synthetic", "--device", "cuda", "--output-dir", str(tmp_path), *FAST]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "resnet-train: error: device 'cuda' requested but CUDA is not available"
 
 
 def test_unknown_architecture_is_rejected_by_the_parser(capsys: pytest.CaptureFixture) -> None:

@@ -1,0 +1,69 @@
+"""Test factories: checkpoint metadata and tiny checkpoints without the boilerplate.
+
+Any test imports them as ``from factories import make_metadata, write_checkpoint`` (see tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models import (
+    ArchitectureSpec,
+    CheckpointMetadata,
+    PreprocessingSpec,
+    Provenance,
+    TrainingInfo,
+    create_model,
+    save_checkpoint,
+)
+
+__all__ = ["make_metadata", "write_checkpoint"]
+
+
+def make_metadata(
+    arch: str = "resnet20", *, channels: int = 1, input_size: int = 28, num_classes: int = 10, **overrides: Any
+) -> CheckpointMetadata:
+    """Valid metadata for ``arch``: ``input_size`` square images with ``channels`` channels, ``num_classes`` labels.
+
+    Preprocessing resizes straight to ``input_size`` (centre crop of the same size), mean and std 0.5 per channel;
+    labels are ``class0``, ``class1``...; training on ``synthetic``; provenance command ``tests``.
+    ``overrides`` replace whole fields: ``labels=...``, ``training=TrainingInfo(...)``, ``preprocessing=...``.
+    """
+    metadata = CheckpointMetadata(
+        architecture=ArchitectureSpec(arch, num_classes, channels),
+        preprocessing=PreprocessingSpec(
+            input_size=input_size,
+            channels=channels,
+            resize_size=input_size,
+            mean=[0.5] * channels,
+            std=[0.5] * channels,
+        ),
+        labels=[f"class{i}" for i in range(num_classes)],
+        training=TrainingInfo(dataset="synthetic"),
+        provenance=Provenance.now("tests"),
+    )
+    return replace(metadata, **overrides) if overrides else metadata
+
+
+def write_checkpoint(
+    path: Path,
+    arch: str = "resnet20",
+    *,
+    channels: int = 1,
+    input_size: int = 28,
+    num_classes: int = 10,
+    seed: int = 0,
+    **overrides: Any,
+) -> Path:
+    """A randomly initialised (seeded, untrained) checkpoint at ``path``: tests that need shapes, not accuracy.
+
+    Arguments as in ``make_metadata``; returns the path written.
+    """
+    torch.manual_seed(seed)
+    model = create_model(arch, num_classes=num_classes, in_channels=channels)
+    metadata = make_metadata(arch, channels=channels, input_size=input_size, num_classes=num_classes, **overrides)
+    return save_checkpoint(model, path, metadata)
