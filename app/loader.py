@@ -1,13 +1,12 @@
 """``ModelLoader``: checkpoint file -> a warm, started ``ModelService``, beside the models already serving.
 
 Startup uses it for every scanned checkpoint (``load_all``); the same call loads one model later on.
-Loading and warm-up run in the loader thread, never in the forward thread, so the batches of the
-models already serving are not held up.
+Loading and warm-up run in a loader thread of their own, never in the forward thread, so the batches
+of the models already serving are not held up.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -44,7 +43,7 @@ class ModelLoader:
             executors=self.executors,
             metrics=self.metrics.for_model(name),
         )
-        await asyncio.get_running_loop().run_in_executor(self.executors.load, service.load)
+        await self.executors.run_load(service.load)
         service.start(default=default)
         return service
 
