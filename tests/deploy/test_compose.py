@@ -7,19 +7,10 @@ import re
 
 import pytest
 import yaml
+from contract import METRIC_FAMILIES
 from deploy_files import ROOT, command_exists
 
-METRICS = {
-    "resnet_serve_requests_total",
-    "resnet_serve_request_duration_seconds",
-    "resnet_serve_images_total",
-    "resnet_serve_queue_depth",
-    "resnet_serve_batch_size",
-    "resnet_serve_queue_wait_seconds",
-    "resnet_serve_preprocess_seconds",
-    "resnet_serve_inference_seconds",
-    "resnet_serve_model_info",
-}
+METRICS = METRIC_FAMILIES
 
 
 @pytest.fixture(scope="module")

@@ -11,20 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from contract import METRIC_FAMILIES
 from PIL import Image
 from serve_helpers import ServerProcess, metric_total, png_bytes, wait_until
 
-FAMILIES = [
-    "resnet_serve_requests_total",
-    "resnet_serve_request_duration_seconds",
-    "resnet_serve_images_total",
-    "resnet_serve_queue_depth",
-    "resnet_serve_batch_size",
-    "resnet_serve_queue_wait_seconds",
-    "resnet_serve_preprocess_seconds",
-    "resnet_serve_inference_seconds",
-    "resnet_serve_model_info",
-]
+FAMILIES = sorted(METRIC_FAMILIES)
 
 
 @pytest.fixture(scope="module")
