@@ -53,6 +53,10 @@ class Executors:
         finally:
             thread.shutdown(wait=False)
 
+    async def run_forward(self, work: Callable[[], T]) -> T:
+        """``work()`` in the forward thread, between batches."""
+        return await asyncio.get_running_loop().run_in_executor(self.forward, work)
+
     def shutdown(self) -> None:
         """Stop accepting work and drop what has not started (does not wait)."""
         for pool in (self.preprocess, self.forward):

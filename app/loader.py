@@ -1,8 +1,8 @@
 """``ModelLoader``: checkpoint file -> a warm, started ``ModelService``, beside the models already serving.
 
 Startup uses it for every scanned checkpoint (``load_all``); the same call loads one model later on.
-Loading and warm-up run in a loader thread of their own, never in the forward thread, so the batches
-of the models already serving are not held up.
+Loading and warm-up run in a loader thread of their own, so the batches of the models already serving
+are not held up; then one forward per warm-up batch size runs in the forward thread (``Engine.prime``).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class ModelLoader:
             metrics=self.metrics.for_model(name),
         )
         await self.executors.run_load(service.load)
+        await self.executors.run_forward(service.prime)  # a few forwards: between other models' batches
         service.start(default=default)
         return service
 

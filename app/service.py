@@ -102,6 +102,10 @@ class ModelService:
         self.load_s = round(time.perf_counter() - started, 3)
         self.loaded_at = datetime.now(UTC)
 
+    def prime(self) -> None:
+        """One forward per warm-up batch size, in the calling thread (the forward thread: see ``Engine.prime``)."""
+        self._require_engine().prime()
+
     def start(self, *, default: bool) -> None:
         """Open the batcher (in the running event loop) and publish the model's metrics; state: ready."""
         engine, s = self._require_engine(), self._settings
