@@ -1,7 +1,7 @@
 """ResNet Serve: the HTTP inference service (``resnet-serve``, ``python -m app``).
 
 A request's path, file by file: ``middleware`` (request id, metrics, log line) -> ``routes/predict``
--> ``uploads`` (read the body) -> ``registry`` (name -> service) -> ``service`` (``classify``) ->
+-> ``registry`` (name -> service) -> ``uploads`` (read the body) -> ``service`` (``classify``) ->
 ``preprocess`` (bytes -> tensor) -> ``batcher`` (queue, batch) -> ``engine`` (forward, top-k).
 """
 

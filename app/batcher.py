@@ -12,7 +12,6 @@ has been answered, so a model can be retired without failing a request.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -82,6 +81,7 @@ class Batcher(Generic[T, R]):
         timeout_s: float = 30.0,
         executor: Executor | None = None,
         on_batch: Callable[[BatchStats], None] | None = None,
+        on_crash: Callable[[str], None] | None = None,
         name: str = "model",
     ) -> None:
         self.predict = predict
@@ -93,6 +93,7 @@ class Batcher(Generic[T, R]):
         self._own_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix=f"forward-{name}")
         self._on_batch = on_batch
+        self._on_crash = on_crash
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -104,21 +105,25 @@ class Batcher(Generic[T, R]):
         """Start the loop task (in the running event loop)."""
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
+            self._task.add_done_callback(self._ended)
 
-    async def drain(self) -> None:
-        """Wait until every request queued so far has its answer (new ones may still arrive)."""
-        await self._queue.join()
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """The loop only ends by ``stop()``; anything else is a bug that must not pass silently."""
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        log.critical("the batch loop of model %r stopped", self.name, exc_info=exc)
+        if self._on_crash is not None:
+            self._on_crash(f"batch loop stopped: {type(exc).__name__}: {exc}")
 
     async def stop(self) -> None:
         """Stop the loop; fail what is still queued; release the forward thread."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait([self._task])  # ends cancelled, or had crashed already (reported by _ended)
             self._task = None
         while not self._queue.empty():
             entry = self._queue.get_nowait()
-            self._queue.task_done()
             if not entry.future.done():
                 entry.future.set_exception(InferenceFailed("the service shut down before this request ran"))
         if self._own_executor:
@@ -133,6 +138,8 @@ class Batcher(Generic[T, R]):
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         deadline = now + self.timeout_s if deadline is None else deadline
+        if deadline <= now:  # spent before it got here (e.g. a slow upload): no queue slot for it
+            raise DeadlineExceeded(f"no result within the {self.timeout_s:g} s deadline")
         entry = Entry(item, loop.create_future(), now, deadline)
         try:
             self._queue.put_nowait(entry)
@@ -143,7 +150,7 @@ class Batcher(Generic[T, R]):
         except TimeoutError:
             raise DeadlineExceeded(f"no result within the {self.timeout_s:g} s deadline") from None
         finally:
-            if entry.batch_size:
+            if entry.finished_at:  # its batch ran to the end (not cut short by its deadline)
                 request_log.current().record_batch(
                     entry.batch_size, entry.started_at - entry.queued_at, entry.finished_at - entry.started_at
                 )
@@ -159,14 +166,11 @@ class Batcher(Generic[T, R]):
                     entry.future.set_exception(DeadlineExceeded(f"no result within the {self.timeout_s:g} s deadline"))
                 if batch:
                     await self._run(loop, batch)
-            except asyncio.CancelledError:
+            except BaseException:  # stopped (cancelled), or a bug in this loop: nobody else will answer these
                 for entry in entries:
                     if not entry.future.done():
                         entry.future.set_exception(InferenceFailed("the service shut down before this request ran"))
                 raise
-            finally:
-                for _ in entries:
-                    self._queue.task_done()
 
     async def _collect(self, entries: list[Entry[T]]) -> None:
         """Wait for a first request, take what else is queued, and with ``max_wait_s`` wait that long to fill up."""
@@ -176,7 +180,10 @@ class Batcher(Generic[T, R]):
             until = time.monotonic() + self.max_wait_s
             while len(entries) < self.max_batch_size and (remaining := until - time.monotonic()) > 0:
                 try:
-                    entries.append(await asyncio.wait_for(self._queue.get(), remaining))
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the loop's cancellation
+                    # when the get completes in the same tick, and stop() would wait forever.
+                    async with asyncio.timeout(remaining):
+                        entries.append(await self._queue.get())
                 except TimeoutError:
                     break
                 self._take_queued(entries)

@@ -56,7 +56,7 @@ def _help(name: str, field: FieldInfo) -> str:
         default = field.get_default(call_default_factory=True)
         parts.append(f"default {default if default not in (None, []) else 'none'}")
     parts.append(f"env RESNET_SERVE_{name.upper()}")
-    return "; ".join(parts)
+    return "; ".join(parts).replace("%", "%%")  # argparse formats help with %
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -7,7 +7,6 @@ are not held up; then one forward per warm-up batch size runs in the forward thr
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,8 +19,6 @@ from app.service import ModelService
 from app.settings import Settings
 
 __all__ = ["ModelLoader"]
-
-log = logging.getLogger("app.loader")
 
 
 class ModelLoader:
@@ -36,16 +33,16 @@ class ModelLoader:
     async def load(self, name: str, path: Path, *, default: bool) -> ModelService:
         """A started service for the checkpoint at ``path``; raises what loading raised."""
         service = ModelService(
-            name,
-            path,
-            settings=self.settings,
-            device=self.device,
-            executors=self.executors,
-            metrics=self.metrics.for_model(name),
+            name, path, settings=self.settings, device=self.device, executors=self.executors, metrics=self.metrics
         )
         await self.executors.run_load(service.load)
-        await self.executors.run_forward(service.prime)  # a few forwards: between other models' batches
-        service.start(default=default)
+        try:
+            await self.executors.run_forward(service.prime)  # a few forwards: between other models' batches
+            service.start(default=default)
+        except Exception as exc:
+            service.fail(f"{type(exc).__name__}: {exc}")
+            await service.stop()
+            raise
         return service
 
     async def load_all(
@@ -69,10 +66,7 @@ class ModelLoader:
         elif registry.default not in registry.services:
             reason = f"the default model {registry.default!r} failed to load"
         if reason is not None:
-            registry.state = "failed"
-            log.critical("startup failed: %s", reason)
+            registry.mark_failed(reason)
             on_fatal(reason)
-            return
-        registry.state = "ready"
-        log.info("ready", extra={"models": sorted(registry.services), "default": registry.default})
-        on_ready()
+        elif registry.mark_ready():  # not when a SIGTERM came during the load
+            on_ready()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -53,10 +52,28 @@ class Metrics:
             ["model", "arch", "device", "precision", "batch_cap", "default", "version"],
             registry=r,
         )
+        self._owners: dict[str, ModelMetrics] = {}  # model -> the service whose gauges are published
+        self._info: dict[str, tuple[str, ...]] = {}  # model -> its model_info label values
 
     def for_model(self, model: str) -> ModelMetrics:
         """The families' children labelled with ``model``, for the service that serves it."""
         return ModelMetrics(self, model)
+
+    def publish(self, owner: ModelMetrics, info: tuple[str, ...], depth: Callable[[], int]) -> None:
+        """``owner`` now serves its model: its ``model_info`` series replaces the model's earlier one."""
+        self.withdraw(self._owners.get(owner.model))
+        self._owners[owner.model] = owner
+        self._info[owner.model] = info
+        self.model_info.labels(*info).set(1)
+        self.queue_depth.labels(owner.model).set_function(depth)
+
+    def withdraw(self, owner: ModelMetrics | None) -> None:
+        """Remove the gauges ``owner`` published, if they are still its own (counters stay)."""
+        if owner is None or self._owners.get(owner.model) is not owner:
+            return
+        del self._owners[owner.model]
+        self.model_info.remove(*self._info.pop(owner.model))
+        self.queue_depth.remove(owner.model)
 
     def render(self) -> bytes:
         """The exposition text (prometheus-client's own encoder)."""
@@ -64,7 +81,12 @@ class Metrics:
 
 
 class ModelMetrics:
-    """One model's metric children, bound once (label lookups off the request path), removable."""
+    """The series of one model as one service serves it: bound once (no label lookups per request).
+
+    Create it when the service starts serving (a checkpoint that never loads leaves no series). Its
+    gauges (``model_info``, queue depth) belong to the service that published them last under the
+    model's name, so a retiring version withdrawing its own never removes its successor's.
+    """
 
     def __init__(self, metrics: Metrics, model: str) -> None:
         self._metrics = metrics
@@ -85,24 +107,13 @@ class ModelMetrics:
         if stats.ok:
             self._images.inc(stats.size)
 
-    def track_queue_depth(self, depth: Callable[[], int]) -> None:
-        """Report ``depth()`` as this model's queue depth at every scrape."""
-        self._metrics.queue_depth.labels(self.model).set_function(depth)
-
-    def set_info(self, info: ModelInfoLabels) -> None:
-        """Publish ``model_info`` (1 = serving) with these labels, replacing this model's earlier ones."""
-        if self._info is not None:
-            self._metrics.model_info.remove(*self._info)
-        self._info = (self.model, *info.values())
-        self._metrics.model_info.labels(*self._info).set(1)
+    def publish(self, info: ModelInfoLabels, depth: Callable[[], int]) -> None:
+        """Publish ``model_info`` (1 = serving) with these labels and ``depth()`` as the queue depth."""
+        self._metrics.publish(self, (self.model, *info.values()), depth)
 
     def withdraw(self) -> None:
-        """The model no longer serves: drop its ``model_info`` and queue-depth series (counters stay)."""
-        if self._info is not None:
-            self._metrics.model_info.remove(*self._info)
-            self._info = None
-        with contextlib.suppress(KeyError):
-            self._metrics.queue_depth.remove(self.model)
+        """Drop this service's ``model_info`` and queue depth, unless a successor has taken them over."""
+        self._metrics.withdraw(self)
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Literal
 
 from app.errors import NotReady, UnknownModel
-from app.service import ModelService
+from app.service import ModelService, ModelState
 from models import CheckpointError, read_metadata
 
-__all__ = ["ModelRegistry", "StartupError"]
+__all__ = ["ModelRegistry", "Phase", "StartupError"]
+
+#: The service's phase as a whole: starting -> ready -> draining; or failed.
+Phase = Literal["starting", "ready", "draining", "failed"]
 
 log = logging.getLogger("app.registry")
 
@@ -36,12 +40,26 @@ class ModelRegistry:
         self.services: dict[str, ModelService] = {}
         self.failures: dict[str, str] = {}
         self.default: str | None = None
-        self.state = "starting"  # starting -> ready -> draining; or failed
+        self.state: Phase = "starting"
 
     @property
     def ready(self) -> bool:
-        """Every model is loaded and warm, and the service is not draining."""
-        return self.state == "ready"
+        """Every model was loaded and warmed, the default one still serves, and the service is not draining."""
+        default = self.services.get(self.default) if self.default is not None else None
+        return self.state == "ready" and default is not None and default.state is ModelState.READY
+
+    def mark_ready(self) -> bool:
+        """Startup succeeded: ``starting`` -> ``ready``; False (no change) if draining or failed meanwhile."""
+        if self.state != "starting":
+            return False
+        self.state = "ready"
+        log.info("ready", extra={"models": sorted(self.services), "default": self.default})
+        return True
+
+    def mark_failed(self, reason: str) -> None:
+        """Startup cannot succeed; the process is about to stop."""
+        self.state = "failed"
+        log.critical("startup failed: %s", reason)
 
     def scan(self) -> None:
         """Find the checkpoints and validate their headers; raises ``StartupError`` when none is usable."""
@@ -61,10 +79,12 @@ class ModelRegistry:
             raise StartupError(f"--default-model {self.requested_default!r} is not among {sorted(self.paths)}")
         self.default = self.requested_default or next(iter(self.paths))
 
-    def add(self, service: ModelService) -> None:
-        """Serve ``service`` under its name from now on."""
+    def add(self, service: ModelService) -> ModelService | None:
+        """Serve ``service`` under its name from now on; returns the service it replaces (to be drained)."""
+        replaced = self.services.get(service.name)
         self.services[service.name] = service
         self.failures.pop(service.name, None)
+        return replaced
 
     def fail(self, name: str, reason: str) -> None:
         """Record that checkpoint ``name`` cannot be served, and why."""
@@ -72,12 +92,14 @@ class ModelRegistry:
         log.error("checkpoint skipped", extra={"model": name, "reason": reason})
 
     def get(self, name: str | None) -> ModelService:
-        """The service for ``name`` (default: the default model); 404 unknown, 503 not yet warm."""
+        """The service for ``name`` (default: the default model); 404 unknown, 503 loading or failed to load."""
         name = name or self.default
         service = self.services.get(name) if name is not None else None
         if service is not None:
             return service
-        if name in self.paths and name not in self.failures and self.state == "starting":
+        if name in self.failures and name in self.paths:
+            raise NotReady(f"model {name!r} failed to load: {self.failures[name]}")
+        if name in self.paths:
             raise NotReady(f"model {name!r} is still loading")
         raise UnknownModel(f"unknown model {name!r}; available: {sorted(self.services)}")
 

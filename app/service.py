@@ -2,9 +2,12 @@
 
 It owns its engine (the model on its device), its preprocessing, its batcher, its metric series, its
 state and its version (the checkpoint file's content hash). A service is created, loaded and warmed
-(``load``, blocking, in the loader thread), started (``start``), and retired (``drain`` finishes what
-is queued, ``stop`` fails it): each on its own, so one version can be warmed beside another and
-swapped in. A request is ``classify(data, top_k, deadline)``:
+(``load``, blocking, in a loader thread), primed in the forward thread (``prime``), started
+(``start``), and retired (``drain`` answers every request it admitted, then stops; ``stop`` fails
+what is left): each on its own, so one version can be warmed beside another and swapped in.
+
+A request holds ``admitted()`` from the moment it is routed to the service until it is answered, and
+calls ``classify(data, top_k, deadline)`` for each image:
 
     bytes --decode/resize (inline when tiny, else a worker thread)--> uint8 tensor
           --batcher (queue, batch, forward thread)--> top-k predictions
@@ -16,6 +19,8 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -29,11 +34,11 @@ from app.batcher import Batcher
 from app.engine import Engine
 from app.errors import NotReady
 from app.executors import Executors
-from app.metrics import ModelInfoLabels, ModelMetrics
+from app.metrics import Metrics, ModelInfoLabels, ModelMetrics
 from app.preprocess import is_tiny_image
 from app.settings import Settings
 
-__all__ = ["ModelService", "ModelState", "Predictions"]
+__all__ = ["ModelService", "ModelState", "Predictions", "file_version"]
 
 log = logging.getLogger("app.service")
 
@@ -42,7 +47,7 @@ Predictions = list[dict[str, Any]]
 
 
 class ModelState(StrEnum):
-    """Where a service is in its life."""
+    """Where a service is in its life: loading -> ready -> draining -> stopped; or failed."""
 
     LOADING = "loading"
     READY = "ready"
@@ -61,14 +66,7 @@ class ModelService:
     """A checkpoint served under its name: load it, start it, classify with it, retire it."""
 
     def __init__(
-        self,
-        name: str,
-        path: Path,
-        *,
-        settings: Settings,
-        device: torch.device,
-        executors: Executors,
-        metrics: ModelMetrics,
+        self, name: str, path: Path, *, settings: Settings, device: torch.device, executors: Executors, metrics: Metrics
     ) -> None:
         self.name = name
         self.path = path
@@ -81,11 +79,15 @@ class ModelService:
         self._settings = settings
         self._device = device
         self._executors = executors
-        self._metrics = metrics
+        self._all_metrics = metrics
+        self._metrics: ModelMetrics | None = None
         self._batcher: Batcher[tuple[Tensor, int], Predictions] | None = None
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     def load(self) -> None:
-        """Hash the file, load the weights, warm every batch size up (blocking: run it in the loader thread).
+        """Hash the file, load the weights, warm every batch size up (blocking: run it in a loader thread).
 
         Raises whatever loading raised, after recording it as the service's failure.
         """
@@ -108,7 +110,10 @@ class ModelService:
 
     def start(self, *, default: bool) -> None:
         """Open the batcher (in the running event loop) and publish the model's metrics; state: ready."""
+        if self.state is not ModelState.LOADING:
+            raise RuntimeError(f"model {self.name!r} cannot start: it is {self.state}")
         engine, s = self._require_engine(), self._settings
+        metrics = self._all_metrics.for_model(self.name)
         batcher: Batcher[tuple[Tensor, int], Predictions] = Batcher(
             engine.infer,
             max_batch_size=engine.batch_cap,
@@ -116,14 +121,14 @@ class ModelService:
             max_queue=s.max_queue,
             timeout_s=s.timeout_s,
             executor=self._executors.forward,
-            on_batch=self._metrics.observe_batch,
+            on_batch=metrics.observe_batch,
+            on_crash=self.fail,
             name=self.name,
         )
+        self._metrics, self._batcher = metrics, batcher
         batcher.start()
-        self._batcher = batcher
-        self._metrics.track_queue_depth(lambda: batcher.depth)
-        self.publish(default=default)
         self.state = ModelState.READY
+        self.publish(default=default)
         log.info(
             "model ready",
             extra={
@@ -139,18 +144,34 @@ class ModelService:
         )
 
     def publish(self, *, default: bool) -> None:
-        """(Re)publish ``model_info``, e.g. when the default model changes."""
-        engine = self._require_engine()
+        """(Re)publish ``model_info`` and the queue depth, e.g. when the default model changes."""
+        engine, batcher, metrics = self._require_engine(), self._batcher, self._metrics
+        if batcher is None or metrics is None:
+            raise NotReady(f"model {self.name!r} is {self.state}")
         arch = engine.metadata.architecture.name
         labels = ModelInfoLabels(
             arch, str(engine.device), engine.precision, engine.batch_cap, default, self.version or ""
         )
-        self._metrics.set_info(labels)
+        metrics.publish(labels, lambda: batcher.depth)
+
+    @contextmanager
+    def admitted(self) -> Iterator[None]:
+        """Hold for a whole request: 503 unless serving; ``drain`` waits until every admitted one is done."""
+        if self.state is not ModelState.READY:
+            raise NotReady(f"model {self.name!r} is {self.state}")
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
 
     async def classify(self, data: bytes, top_k: int, deadline: float) -> Predictions:
         """Decode, resize, batch, infer: the top ``top_k`` classes of one image (``deadline``: monotonic)."""
-        batcher = self._batcher
-        if batcher is None or self.state not in (ModelState.READY, ModelState.DRAINING):
+        batcher, metrics = self._batcher, self._metrics
+        if batcher is None or metrics is None or self.state not in (ModelState.READY, ModelState.DRAINING):
             raise NotReady(f"model {self.name!r} is {self.state}")
         started = time.perf_counter()
         if is_tiny_image(data, self._settings.inline_decode_max_pixels):
@@ -158,7 +179,7 @@ class ModelService:
         else:
             image = await asyncio.get_running_loop().run_in_executor(self._executors.preprocess, self._decode, data)
         elapsed = time.perf_counter() - started
-        self._metrics.preprocess.observe(elapsed)
+        metrics.preprocess.observe(elapsed)
         request_log.current().record_preprocess(elapsed)
         return await batcher.submit((image, top_k), deadline=deadline)
 
@@ -166,25 +187,26 @@ class ModelService:
         return self._require_engine().preprocess(data, max_pixels=self._settings.max_image_pixels)
 
     async def drain(self) -> None:
-        """Stop taking requests, answer every one already queued, then stop."""
-        if self.state == ModelState.READY:
+        """Admit no new request, answer every admitted one, then stop (to retire a version)."""
+        if self.state is ModelState.READY:
             self.state = ModelState.DRAINING
-        if self._batcher is not None:
-            await self._batcher.drain()
+        await self._idle.wait()
         await self.stop()
 
     async def stop(self) -> None:
-        """Stop the batcher (what is still queued fails with 500) and withdraw the model's metrics."""
+        """Stop the batcher (what is still queued fails with 500) and withdraw the model's gauges."""
         if self._batcher is not None:
             await self._batcher.stop()
             self._batcher = None
-        self._metrics.withdraw()
-        if self.state != ModelState.FAILED:
+        if self._metrics is not None:
+            self._metrics.withdraw()
+        if self.state is not ModelState.FAILED:
             self.state = ModelState.STOPPED
 
     def fail(self, reason: str) -> None:
         """Record why this service cannot serve."""
         self.state, self.failure = ModelState.FAILED, reason
+        log.error("model failed", extra={"model": self.name, "reason": reason})
 
     def _require_engine(self) -> Engine:
         if self.engine is None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.preprocess import DEFAULT_MAX_PIXELS
@@ -105,7 +106,11 @@ class Settings(BaseSettings):
     @classmethod
     def flag_names(cls) -> list[str]:
         """The fields that have a command-line flag: all but the tuning knobs."""
-        return [name for name, field in cls.model_fields.items() if field.json_schema_extra != TUNING]
+
+        def is_tuning(field: FieldInfo) -> bool:
+            return isinstance(field.json_schema_extra, dict) and bool(field.json_schema_extra.get("tuning"))
+
+        return [name for name, field in cls.model_fields.items() if not is_tuning(field)]
 
     @property
     def max_upload_bytes(self) -> int:

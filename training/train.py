@@ -246,7 +246,13 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         state = load_state(state_path, model, len(labels))
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state.get("scheduler") is not None:
-            scheduler.load_state_dict(state["scheduler"])
+            try:
+                scheduler.load_state_dict(state["scheduler"])
+            except (KeyError, ValueError) as exc:  # e.g. a cosine run saved before it became SequentialLR
+                raise TrainingError(
+                    f"--resume: {state_path}'s learning-rate schedule state does not fit --lr-scheduler "
+                    f"{args.lr_scheduler} as this version builds it ({type(exc).__name__}: {exc}); start a new run"
+                ) from None
         if scaler is not None and state.get("scaler") is not None:
             scaler.load_state_dict(state["scaler"])
         start_epoch, best_accuracy = state["epoch"] + 1, state["best_accuracy"]

@@ -24,8 +24,9 @@ async def predict(
     deadline = time.monotonic() + settings.timeout_s
     service = registry.get(model)
     request_log.current().model = service.name
-    [data] = await read_images(request, field="file", limit=settings.max_upload_bytes)
-    predictions = await service.classify(data, top_k, deadline)
+    with service.admitted():
+        [data] = await read_images(request, field="file", limit=settings.max_upload_bytes)
+        predictions = await service.classify(data, top_k, deadline)
     # Built by the engine in exactly PredictResponse's shape: skip re-validating it on the hot path.
     return JSONResponse({"model": service.name, "predictions": predictions})
 
@@ -38,12 +39,12 @@ async def predict_batch(
     deadline = time.monotonic() + settings.timeout_s
     service = registry.get(model)
     request_log.current().model = service.name
-    images = await read_images(
-        request, field="files", limit=settings.max_upload_bytes, max_files=settings.max_batch_files
-    )
-    outputs = await asyncio.gather(
-        *(service.classify(data, top_k, deadline) for data in images), return_exceptions=True
-    )
+    with service.admitted():
+        images = await read_images(
+            request, field="files", limit=settings.max_upload_bytes, max_files=settings.max_batch_files
+        )
+        jobs = (service.classify(data, top_k, deadline) for data in images)
+        outputs = await asyncio.gather(*jobs, return_exceptions=True)
     for output in outputs:
         if isinstance(output, BaseException):
             raise output

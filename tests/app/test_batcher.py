@@ -284,27 +284,36 @@ def test_the_request_log_receives_batch_size_and_timings() -> None:
     assert fields["batch_size"] == 1 and fields["queue_ms"] >= 0 and fields["inference_ms"] >= 0
 
 
-def test_drain_waits_until_everything_queued_is_answered() -> None:
+def test_a_request_past_its_deadline_takes_no_queue_slot() -> None:
     rec = Recorder()
-    rec.gate.clear()
 
     async def main() -> None:
-        b = Batcher(rec, max_batch_size=1)
+        b = Batcher(rec, max_batch_size=1, max_queue=1)
         b.start()
         try:
-            jobs = [asyncio.ensure_future(b.submit(i)) for i in range(3)]
-            await wait_until_running(rec)
-            draining = asyncio.ensure_future(b.drain())
-            await eventually(lambda: b.depth == 2)
-            assert not draining.done()
-            rec.gate.set()
-            await draining
-            assert all(job.done() for job in jobs)
-            assert [job.result() for job in jobs] == [0, 2, 4]
+            with pytest.raises(DeadlineExceeded):
+                await b.submit(1, deadline=time.monotonic() - 1)
+            assert b.depth == 0
         finally:
             await b.stop()
 
     run(main)
+    assert rec.batches == []
+
+
+def test_a_crashed_loop_is_reported() -> None:
+    crashes: list[str] = []
+
+    async def main() -> None:
+        b = Batcher(Recorder(), max_batch_size=2, on_crash=crashes.append)
+        b.start()
+        b._take_queued = None  # type: ignore[assignment,method-assign]  # a bug inside the loop
+        with pytest.raises(InferenceFailed):  # answered, not left to its deadline
+            await b.submit(1)
+        await b.stop()
+
+    run(main)
+    assert len(crashes) == 1 and "TypeError" in crashes[0]
 
 
 def test_stop_fails_what_is_still_queued() -> None:

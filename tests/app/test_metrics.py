@@ -40,9 +40,8 @@ def test_a_batch_is_observed_under_its_model() -> None:
 def test_model_info_is_replaced_and_withdrawn() -> None:
     metrics = Metrics()
     model = metrics.for_model("m")
-    model.track_queue_depth(lambda: 7)
-    model.set_info(ModelInfoLabels("resnet20", "cpu", "fp32", 16, True, "v1"))
-    model.set_info(ModelInfoLabels("resnet20", "cpu", "fp32", 16, False, "v1"))
+    model.publish(ModelInfoLabels("resnet20", "cpu", "fp32", 16, True, "v1"), lambda: 7)
+    model.publish(ModelInfoLabels("resnet20", "cpu", "fp32", 16, False, "v1"), lambda: 7)
     info = {k: v for k, v in samples(metrics).items() if k[0] == "resnet_serve_model_info"}
     assert list(info.values()) == [1.0]
     [(_, labels)] = info
@@ -59,3 +58,14 @@ def test_model_info_is_replaced_and_withdrawn() -> None:
     model.withdraw()
     names = {name for name, _ in samples(metrics)}
     assert "resnet_serve_model_info" not in names and "resnet_serve_queue_depth" not in names
+
+
+def test_a_retiring_version_never_withdraws_its_successors_series() -> None:
+    metrics = Metrics()
+    old, new = metrics.for_model("m"), metrics.for_model("m")
+    old.publish(ModelInfoLabels("resnet20", "cpu", "fp32", 16, True, "v1"), lambda: 1)
+    new.publish(ModelInfoLabels("resnet20", "cpu", "fp32", 16, True, "v2"), lambda: 2)
+    old.withdraw()
+    s = samples(metrics)
+    versions = [dict(labels)["version"] for name, labels in s if name == "resnet_serve_model_info"]
+    assert versions == ["v2"] and s[("resnet_serve_queue_depth", (("model", "m"),))] == 2

@@ -50,10 +50,10 @@ def test_lookups_while_starting_ready_and_draining(weights: Path) -> None:
     with pytest.raises(UnknownModel):
         registry.get("broken")
     registry.fail("rgb", "RuntimeError: boom")
-    with pytest.raises(UnknownModel):
-        registry.get("rgb")  # failed to load: not coming
-    assert not registry.ready
-    registry.state = "ready"
-    assert registry.ready
+    with pytest.raises(NotReady, match="failed to load: RuntimeError: boom"):
+        registry.get("rgb")
+    assert registry.mark_ready() and registry.state == "ready"
+    assert not registry.ready  # the default model is not serving
     registry.drain()
     assert registry.state == "draining" and not registry.ready
+    assert not registry.mark_ready() and registry.state == "draining"  # a drain during startup stays a drain

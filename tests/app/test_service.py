@@ -56,9 +56,7 @@ def weights(tmp_path: Path, gray_checkpoint: Path, rgb_checkpoint: Path) -> Path
 def test_a_service_loads_serves_and_drains(weights: Path, executors: Executors) -> None:
     metrics = Metrics()
     path = weights / "rgb.safetensors"
-    service = ModelService(
-        "rgb", path, settings=settings(weights), device=CPU, executors=executors, metrics=metrics.for_model("rgb")
-    )
+    service = ModelService("rgb", path, settings=settings(weights), device=CPU, executors=executors, metrics=metrics)
     assert service.state == ModelState.LOADING
     service.load()
     assert service.version == hashlib.sha256(path.read_bytes()).hexdigest()[:16]
@@ -92,15 +90,52 @@ def test_a_service_loads_serves_and_drains(weights: Path, executors: Executors) 
     asyncio.run(main())
 
 
+def test_drain_answers_every_admitted_request_and_admits_no_new_one(weights: Path, executors: Executors) -> None:
+    service = ModelService(
+        "gray",
+        weights / "gray.safetensors",
+        settings=settings(weights),
+        device=CPU,
+        executors=executors,
+        metrics=Metrics(),
+    )
+    service.load()
+
+    async def main() -> None:
+        service.start(default=True)
+        release = asyncio.Event()
+        entered = asyncio.Event()
+
+        async def slow_client() -> list:
+            with service.admitted():  # routed here before the drain: still reading its upload
+                entered.set()
+                await release.wait()
+                return await service.classify(png(), 1, time.monotonic() + 10)
+
+        client = asyncio.ensure_future(slow_client())
+        await entered.wait()
+        draining = asyncio.ensure_future(service.drain())
+        await asyncio.sleep(0)  # let the drain begin: it must now wait for the admitted request
+        assert service.state == ModelState.DRAINING and not draining.done()
+        with pytest.raises(NotReady, match="draining"), service.admitted():
+            pass
+        release.set()
+        assert len(await client) == 1  # answered, not failed
+        await draining
+        assert service.state == ModelState.STOPPED
+
+    asyncio.run(main())
+
+
 def test_a_broken_file_fails_the_service_with_its_reason(tmp_path: Path, executors: Executors) -> None:
     path = tmp_path / "bad.safetensors"
     path.write_bytes(b"\x00" * 64)
-    service = ModelService(
-        "bad", path, settings=settings(tmp_path), device=CPU, executors=executors, metrics=Metrics().for_model("bad")
-    )
+    metrics = Metrics()
+    service = ModelService("bad", path, settings=settings(tmp_path), device=CPU, executors=executors, metrics=metrics)
     with pytest.raises(Exception):  # noqa: B017  (whatever the checkpoint reader raises)
         service.load()
     assert service.state == ModelState.FAILED and service.failure
+    assert 'model="bad"' not in metrics.render().decode()  # a model that never served leaves no series
 
 
 def run_startup(registry: ModelRegistry, loader: ModelLoader) -> tuple[list[str], list[bool]]:
@@ -108,7 +143,7 @@ def run_startup(registry: ModelRegistry, loader: ModelLoader) -> tuple[list[str]
     ready: list[bool] = []
 
     async def main() -> None:
-        await loader.load_all(registry, on_fatal=fatal.append, on_ready=lambda: ready.append(True))
+        await loader.load_all(registry, on_fatal=fatal.append, on_ready=lambda: ready.append(registry.ready))
         for service in registry.services.values():
             await service.stop()
 
@@ -120,7 +155,7 @@ def test_startup_loads_every_scanned_model_then_reports_ready(weights: Path, exe
     registry = ModelRegistry(weights, default_model="rgb")
     registry.scan()
     fatal, ready = run_startup(registry, ModelLoader(settings(weights), CPU, executors, Metrics()))
-    assert not fatal and ready == [True] and registry.ready
+    assert not fatal and ready == [True] and registry.state == "ready"
     assert sorted(registry.services) == ["gray", "rgb"]
 
 
