@@ -41,7 +41,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workload", type=_names(WORKLOADS), default=list(WORKLOADS), help="large,small or all; default all"
     )
-    p.add_argument("--systems", type=_names(list(SYSTEMS)), default=list(SYSTEMS), help="default ours,fastapi,litserve")
+    p.add_argument("--systems", type=_names(list(SYSTEMS)), default=list(SYSTEMS), help=f"default {','.join(SYSTEMS)}")
     p.add_argument("--concurrency", type=_ints, default=[1, 8, 32, 64], help="default 1,8,32,64")
     p.add_argument("--duration", type=float, default=15.0, help="seconds per concurrency level; default 15")
     p.add_argument("--warmup", type=float, default=3.0, help="unrecorded load per server before its points; default 3")
@@ -62,6 +62,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--small-checkpoint", type=Path, default=DEFAULT_SMALL_CHECKPOINT, help=f"default {DEFAULT_SMALL_CHECKPOINT}"
+    )
+    p.add_argument(
+        "--pin",
+        action="store_true",
+        help="server and in-process ceiling on the first core (1 torch thread), wrk on the others",
     )
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/resnet-serve-bench"), help="checkpoints, bodies, logs")
     p.add_argument("--output-dir", type=Path, default=Path("bench/results"), help="default bench/results")
@@ -99,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         request_format=args.request_format,
         small_checkpoint=args.small_checkpoint,
         work_dir=args.work_dir,
+        pin=args.pin,
     )
     results = run(config)
     for kind, path in write_results(results, args.output_dir).items():

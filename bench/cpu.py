@@ -1,5 +1,6 @@
 """CPU accounting from /proc: cores used by the server (its whole process tree), the load generator,
-the harness itself, and everything else on the machine, over one measured interval.
+the harness itself, and everything else on the machine, over one measured interval; and pinning
+(``--pin``): which cores the server and the load generator may use.
 
 A point whose "other" column is well above zero was measured while something else ran (a training
 job, another test suite): its figures are disturbed, and the report shows it.
@@ -9,11 +10,27 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["CpuSnapshot", "CpuUsage", "process_tree", "snapshot", "usage"]
+__all__ = ["CpuSnapshot", "CpuUsage", "pin_child", "pin_plan", "process_tree", "snapshot", "usage"]
 
 _TICK = os.sysconf("SC_CLK_TCK")
+
+
+def pin_plan() -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(server cores, load-generator cores) for ``--pin``: the first core for the server, the rest for wrk."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        raise ValueError("--pin needs at least 2 cores: one for the server, one for the load generator")
+    return (cores[0],), tuple(cores[1:])
+
+
+def pin_child(cpus: tuple[int, ...] | None) -> Callable[[], None] | None:
+    """A ``preexec_fn`` pinning a child process (and all it spawns) to ``cpus``; ``None``: no pinning."""
+    if cpus is None:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
 
 
 def _proc_ticks(pid: int) -> int:

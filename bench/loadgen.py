@@ -63,6 +63,7 @@ class LoadPoint:
     throughput: float  # successful responses per second
     latency_ms: dict[str, float]
     cpu: cpu.CpuUsage
+    server_cpu_us_per_request: float  # the server's CPU time per answered request, in microseconds
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready dict."""
@@ -78,8 +79,12 @@ def run_point(
     server_pid: int,
     timeout_s: float = 60.0,
     threads: int = 1,
+    cpus: tuple[int, ...] | None = None,
 ) -> LoadPoint:
-    """Drive ``url`` with ``concurrency`` connections for ``duration_s`` seconds; ``url`` is the full endpoint."""
+    """Drive ``url`` with ``concurrency`` connections for ``duration_s`` seconds; ``url`` is the full endpoint.
+
+    ``cpus``: run wrk on these cores only (``--pin``: apart from the server's).
+    """
     wrk = find_wrk()
     if wrk is None:
         raise LoadGenError("wrk not found: apt-get install -y wrk")
@@ -100,7 +105,9 @@ def run_point(
     ]
     server_pids = cpu.process_tree(server_pid)
     before = cpu.snapshot(server_pids, None)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=cpu.pin_child(cpus)
+    )
     assert proc.stdout is not None
     out = proc.stdout.read()  # EOF when wrk exits; reap it ourselves to get its rusage
     after = cpu.snapshot(server_pids, None)
@@ -118,7 +125,11 @@ def run_point(
     errors = sum(data["errors"].values())
     ok = max(data["requests"] - data["errors"]["status"], 0)
     lat = {k: round(v / 1000, 3) for k, v in data["latency_us"].items()}
-    return LoadPoint(concurrency, round(seconds, 3), data["requests"], errors, data["errors"], ok / seconds, lat, usage)
+    throughput = ok / seconds
+    per_request = round(usage.server / throughput * 1e6, 1) if throughput > 0 else float("nan")
+    return LoadPoint(
+        concurrency, round(seconds, 3), data["requests"], errors, data["errors"], throughput, lat, usage, per_request
+    )
 
 
 def wait_quiet(server_pid: int, *, idle_cores: float = 0.25, window_s: float = 0.25, timeout_s: float = 60.0) -> float:

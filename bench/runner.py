@@ -15,7 +15,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,7 @@ class RunConfig:
     request_format: str = "native"  # native: each system's own; or raw / multipart (LitServe: always JSON)
     small_checkpoint: Path = DEFAULT_SMALL_CHECKPOINT
     work_dir: Path = Path("/tmp/resnet-serve-bench")
+    pin: bool = False  # server (and the in-process ceiling) on the first core, wrk on the others
 
 
 def other_work() -> list[str]:
@@ -100,7 +101,15 @@ def _format(system: str, native: str, choice: str) -> str:
     return native if choice == "native" or native == "json" else choice
 
 
-def _system_block(system: str, workload: Any, model: Engine, best_batch: int, config: RunConfig) -> dict[str, Any]:
+def _system_block(
+    system: str,
+    workload: Any,
+    model: Engine,
+    best_batch: int,
+    config: RunConfig,
+    cores: tuple[tuple[int, ...], tuple[int, ...]] | None,
+) -> dict[str, Any]:
+    server_cpus, wrk_cpus = cores if cores is not None else (None, None)
     opts = ServerOptions(
         device=config.device,
         precision=config.precision,
@@ -108,6 +117,7 @@ def _system_block(system: str, workload: Any, model: Engine, best_batch: int, co
         max_batch_size=config.max_batch_size,
         peer_max_batch_size=config.peer_max_batch_size,
         peer_batch_timeout_ms=config.peer_batch_timeout_ms,
+        cpus=server_cpus,
     )
     started = time.monotonic()
     with serve(system, workload, opts, config.work_dir / "logs") as server:
@@ -129,15 +139,17 @@ def _system_block(system: str, workload: Any, model: Engine, best_batch: int, co
             f"  {system}: ready in {startup_s:.1f} s; probe {before.images_per_s:.1f} img/s, "
             f"{before.latency_ms:.2f} ms; idle server {idle_cpu.server:.2f} cores"
         )
+        url = server.predict_url
         if config.warmup_s > 0:
-            loadgen.run_point(server.predict_url, body_file, content_type, 8, config.warmup_s, server.pid)
+            loadgen.run_point(url, body_file, content_type, 8, config.warmup_s, server.pid, cpus=wrk_cpus)
         points = []
         for level in config.concurrency:
-            point = loadgen.run_point(server.predict_url, body_file, content_type, level, config.duration_s, server.pid)
+            point = loadgen.run_point(url, body_file, content_type, level, config.duration_s, server.pid, cpus=wrk_cpus)
             print(
                 f"    c={level:3d}: {point.throughput:8.1f} req/s  p50 {point.latency_ms['p50']:8.2f}  "
                 f"p99 {point.latency_ms['p99']:8.2f} ms  errors {point.errors}  cores: server {point.cpu.server:.2f} "
-                f"wrk {point.cpu.loadgen:.2f} other {point.cpu.other:.2f}"
+                f"wrk {point.cpu.loadgen:.2f} other {point.cpu.other:.2f}  server CPU/request "
+                f"{point.server_cpu_us_per_request:.0f} us"
             )
             points.append(point.to_dict())
             loadgen.wait_quiet(server.pid)  # before the next point, and before the probe after
@@ -162,6 +174,12 @@ def _system_block(system: str, workload: Any, model: Engine, best_batch: int, co
 def run(config: RunConfig) -> dict[str, Any]:
     """Measure everything ``config`` asks for; returns the results document (see ``bench.report``)."""
     config.work_dir.mkdir(parents=True, exist_ok=True)
+    cores = cpu.pin_plan() if config.pin else None
+    if cores is not None:
+        # The in-process ceiling and probes get what each server gets: its core(s), one torch thread each.
+        os.sched_setaffinity(0, cores[0])
+        config = replace(config, threads=len(cores[0]))
+        print(f"pinned: servers and the in-process ceiling on cores {cores[0]}, wrk on {cores[1]}")
     torch.set_num_threads(max(1, config.threads))
     results: dict[str, Any] = {
         "machine": machine_info(config),
@@ -180,7 +198,7 @@ def run(config: RunConfig) -> dict[str, Any]:
             best_batch = ceiling.best_batch_size
         if config.serve:
             for system in config.systems:
-                entry["systems"][system] = _system_block(system, workload, model, best_batch, config)
+                entry["systems"][system] = _system_block(system, workload, model, best_batch, config, cores)
         for block in entry["systems"].values():
             if "ceiling" in entry:
                 for p in block["points"]:

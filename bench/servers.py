@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import cpu
 from bench.workloads import Workload
 
 __all__ = ["SYSTEMS", "ServerOptions", "RunningServer", "free_port", "serve"]
@@ -28,6 +29,7 @@ SYSTEMS: dict[str, tuple[str, str]] = {
     "ours": ("/ready", "raw"),
     "fastapi": ("/health", "raw"),
     "litserve": ("/health", "json"),
+    "floor": ("/health", "raw"),
 }
 
 
@@ -42,6 +44,7 @@ class ServerOptions:
     peer_max_batch_size: int = 8
     peer_batch_timeout_ms: float = 5.0
     ready_timeout_s: float = 600.0
+    cpus: tuple[int, ...] | None = None  # pin the server's process tree to these cores (--pin)
 
 
 @dataclass
@@ -81,6 +84,8 @@ def _command(system: str, workload: Workload, port: int, opts: ServerOptions) ->
             *["--torch-threads", str(opts.threads), "--workers", str(opts.threads)],
             *["--max-batch-size", str(opts.max_batch_size), "--log-level", "warning"],
         ]
+    if system == "floor":
+        return [sys.executable, "-m", "bench.peers.floor", "--port", str(port)]
     module = {"fastapi": "bench.peers.plain_fastapi", "litserve": "bench.peers.litserve_app"}[system]
     return [
         *[sys.executable, "-m", module, "--checkpoint", str(workload.checkpoint), "--port", str(port)],
@@ -139,6 +144,7 @@ def serve(
             env=env,
             cwd=source or Path(__file__).resolve().parent.parent,
             start_new_session=True,
+            preexec_fn=cpu.pin_child(opts.cpus),
         )
     server = RunningServer(system, proc, port, request_format, log_path)
     try:

@@ -26,7 +26,8 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_tiny_run_writes_sane_results(tmp_path: Path) -> None:
-    systems = "ours,fastapi" + (",litserve" if importlib.util.find_spec("litserve") else "")
+    systems = "ours,fastapi,floor" + (",litserve" if importlib.util.find_spec("litserve") else "")
+    pin = len(os.sched_getaffinity(0)) >= 2  # server on one core, wrk on the other
     out = tmp_path / "results"
     cmd = [
         *[sys.executable, "-m", "bench", "all", "--workload", "small", "--systems", systems],
@@ -34,6 +35,7 @@ def test_tiny_run_writes_sane_results(tmp_path: Path) -> None:
         *["--ceiling-seconds", "0.2", "--probe-seconds", "0.3", "--threads", "1"],
         *["--small-checkpoint", str(tmp_path / "absent.safetensors"), "--work-dir", str(tmp_path / "work")],
         *["--output-dir", str(out)],
+        *(["--pin"] if pin else []),
     ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -55,10 +57,14 @@ def test_tiny_run_writes_sane_results(tmp_path: Path) -> None:
             assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"], (system, point)
             assert point["ratio_to_probe"] > 0 and point["ratio_to_ceiling"] > 0
             assert point["cpu"]["server"] > 0, (system, point)
+            assert point["server_cpu_us_per_request"] > 0, (system, point)
     assert {g["goal"] for g in results["goals"]}
+    assert results["config"]["pin"] is pin
+    [floor_goal] = [g for g in results["goals"] if "floor" in g["goal"]]
+    assert floor_goal["value"] != "n/a" and (floor_goal["met"] is not None) is pin
 
     [md_path] = out.glob("*.md")
     table = md_path.read_text()
-    assert "| ours | 4 |" in table and "| fastapi | 1 |" in table
+    assert "| ours | 4 |" in table and "| fastapi | 1 |" in table and "| floor | 4 |" in table
     [png] = out.glob("*-small.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
