@@ -109,8 +109,6 @@ def test_sigterm_drains_then_exits_0(booted: tuple[ServerProcess, list]) -> None
         finally:
             finish.set()
         assert [f.result() for f in in_flight] == [200] * 6
-    # each of those sat out --max-wait-ms in the batcher after SIGTERM: still within --drain-grace-s, so still answering
-    assert server.get("/ready").status_code == 503
     assert server.proc.wait(30) == 0
     assert "draining" in server.log()
 
