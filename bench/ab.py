@@ -3,8 +3,8 @@
 This machine's speed drifts by 30-100% over minutes, so a change to the serving code is judged by
 interleaving: each round starts the baseline's server and then the current one (the order alternates
 every round), drives each with wrk at every concurrency level, and stops it. The ratio current /
-baseline is taken per round and summarised by its median over rounds. The baseline runs from a
-detached ``git worktree`` of REV with this environment's packages, so only our code differs.
+baseline is taken per round and summarised by its median over rounds. The baseline runs from REV's
+tree (``git archive``) with this environment's packages, so only our code differs.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench import loadgen
+from bench import cpu, loadgen
 from bench.servers import ServerOptions, serve
 from bench.workloads import DEFAULT_SMALL_CHECKPOINT, WORKLOADS, prepare_workload
 
@@ -27,14 +27,16 @@ __all__ = ["main"]
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _worktree(rev: str, work_dir: Path) -> Path:
-    """A detached checkout of ``rev`` under ``work_dir`` (reused when it is already there)."""
+def _export(rev: str, work_dir: Path) -> Path:
+    """The tree of ``rev``, exported under ``work_dir`` (``git archive``: nothing is registered in the repo)."""
     commit = subprocess.run(
         ["git", "rev-parse", "--short", rev], cwd=REPO, check=True, capture_output=True, text=True
     ).stdout.strip()
     path = work_dir / f"baseline-{commit}"
-    if not path.exists():
-        subprocess.run(["git", "worktree", "add", "--detach", str(path), commit], cwd=REPO, check=True)
+    if not (path / "app").is_dir():
+        path.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", "--format=tar", commit], cwd=REPO, check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", str(path)], input=archive.stdout, check=True)
     return path
 
 
@@ -54,20 +56,29 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads; default cores")
     p.add_argument("--max-batch-size", type=int, default=32, help="default 32")
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/resnet-serve-bench"), help="checkpoints, worktree, logs")
+    p.add_argument("--pin", action="store_true", help="server on the first core (1 torch thread), wrk on the others")
     p.add_argument("--output", type=Path, default=None, help="also write the results here as JSON")
     return p
 
 
 def _points(source: Path | None, args: argparse.Namespace, workload: Any, body: Path) -> dict[int, dict[str, Any]]:
-    opts = ServerOptions(threads=args.threads, max_batch_size=args.max_batch_size)
+    server_cpus, wrk_cpus = cpu.pin_plan() if args.pin else (None, None)
+    threads = len(server_cpus) if server_cpus is not None else args.threads
+    opts = ServerOptions(threads=threads, max_batch_size=args.max_batch_size, cpus=server_cpus)
     with serve("ours", workload, opts, args.work_dir / "logs", source=source) as server:
+        url, kind = server.predict_url, workload.content_type
         if args.warmup > 0:
-            loadgen.run_point(server.predict_url, body, workload.content_type, 8, args.warmup, server.pid)
+            loadgen.run_point(url, body, kind, 8, args.warmup, server.pid, cpus=wrk_cpus)
             loadgen.wait_quiet(server.pid)
         points = {}
         for level in args.concurrency:
-            point = loadgen.run_point(server.predict_url, body, workload.content_type, level, args.duration, server.pid)
-            points[level] = {"throughput": point.throughput, "p50_ms": point.latency_ms["p50"], "errors": point.errors}
+            point = loadgen.run_point(url, body, kind, level, args.duration, server.pid, cpus=wrk_cpus)
+            points[level] = {
+                "throughput": point.throughput,
+                "p50_ms": point.latency_ms["p50"],
+                "errors": point.errors,
+                "server_cpu_us_per_request": point.server_cpu_us_per_request,
+            }
             loadgen.wait_quiet(server.pid)
     return points
 
@@ -79,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         print("wrk not found: apt-get install -y wrk", file=sys.stderr)
         return 1
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    baseline = _worktree(args.baseline, args.work_dir)
+    baseline = _export(args.baseline, args.work_dir)
     workload = prepare_workload(args.workload, args.work_dir, DEFAULT_SMALL_CHECKPOINT)
     body = args.work_dir / f"ab-body-{workload.name}.bin"
     body.write_bytes(workload.image)
@@ -94,22 +105,28 @@ def main(argv: list[str] | None = None) -> int:
         for level in args.concurrency:
             b, c = result["baseline"][level], result["current"][level]
             print(
-                f"  round {i + 1} c={level:3d}: baseline {b['throughput']:8.1f} req/s p50 {b['p50_ms']:7.2f} ms | "
-                f"current {c['throughput']:8.1f} req/s p50 {c['p50_ms']:7.2f} ms | "
+                f"  round {i + 1} c={level:3d}: baseline {b['throughput']:8.1f} req/s p50 {b['p50_ms']:7.2f} ms "
+                f"{b['server_cpu_us_per_request']:6.0f} us/req | current {c['throughput']:8.1f} req/s "
+                f"p50 {c['p50_ms']:7.2f} ms {c['server_cpu_us_per_request']:6.0f} us/req | "
                 f"ratio {c['throughput'] / b['throughput']:.3f}"
             )
     summary = {}
     for level in args.concurrency:
         ratios = [r["current"][level]["throughput"] / r["baseline"][level]["throughput"] for r in rounds]
         p50s = [r["current"][level]["p50_ms"] - r["baseline"][level]["p50_ms"] for r in rounds]
-        summary[level] = {
-            "throughput_ratio_median": statistics.median(ratios),
-            "p50_delta_ms_median": statistics.median(p50s),
+        costs = [
+            r["current"][level]["server_cpu_us_per_request"] / r["baseline"][level]["server_cpu_us_per_request"]
+            for r in rounds
+        ]
+        summary[level] = {  # medians over rounds of current / baseline (p50: current - baseline)
+            "throughput_ratio": statistics.median(ratios),
+            "p50_delta_ms": statistics.median(p50s),
+            "cpu_per_request_ratio": statistics.median(costs),
         }
         per_round = ", ".join(f"{r:.3f}" for r in ratios)
         print(
             f"c={level:3d}: current/baseline throughput {statistics.median(ratios):.3f} (median; rounds {per_round}); "
-            f"p50 {statistics.median(p50s):+.2f} ms"
+            f"p50 {statistics.median(p50s):+.2f} ms; server CPU per request {statistics.median(costs):.3f}x"
         )
     if args.output is not None:
         doc = {"baseline": args.baseline, "workload": workload.note, "rounds": rounds, "summary": summary}

@@ -68,3 +68,21 @@ def test_tiny_run_writes_sane_results(tmp_path: Path) -> None:
     assert "| ours | 4 |" in table and "| fastapi | 1 |" in table and "| floor | 4 |" in table
     [png] = out.glob("*-small.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ab_compares_a_revision_with_this_checkout(tmp_path: Path) -> None:
+    out = tmp_path / "ab.json"
+    cmd = [
+        *[sys.executable, "-m", "bench.ab", "--baseline", "HEAD", "--rounds", "1", "--duration", "1"],
+        *["--warmup", "0", "--concurrency", "1", "--threads", "1", "--work-dir", str(tmp_path / "work")],
+        *["--output", str(out)],
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    [round_] = results["rounds"]
+    for side in ("baseline", "current"):
+        point = round_[side]["1"]
+        assert point["throughput"] > 0 and point["errors"] == 0 and point["server_cpu_us_per_request"] > 0
+    assert results["summary"]["1"]["throughput_ratio"] > 0
+    assert list((tmp_path / "work").glob("baseline-*/app/main.py")), "the baseline tree was not exported"
