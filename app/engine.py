@@ -77,6 +77,10 @@ class Engine:
         spec = self.metadata.preprocessing
         return (spec.channels, spec.input_size, spec.input_size)
 
+    def blank_batch(self, size: int) -> Tensor:
+        """``size`` black uint8 images of the model's input shape (warm-up and timing input)."""
+        return torch.zeros((size, *self.input_shape), dtype=torch.uint8)
+
     def preprocess(self, data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
         """Image bytes -> uint8 (C, H, W) tensor on the CPU (raises ``InvalidImage``)."""
         return image_bytes_to_tensor(data, self.metadata.preprocessing, max_pixels=max_pixels)
@@ -125,7 +129,7 @@ class Engine:
         batches: dict[int, Tensor] = {}
         best_per_image = float("inf")
         for size in candidate_batch_sizes(max_batch_size):
-            batches[size] = torch.zeros((size, *self.input_shape), dtype=torch.uint8)
+            batches[size] = self.blank_batch(size)
             elapsed = self._run(batches[size])
             best_per_image = min(best_per_image, elapsed / size)
             if autotune and elapsed > 1.0 and elapsed / size > 1.25 * best_per_image:
@@ -148,7 +152,7 @@ class Engine:
         ResNet-50 batch-1 forwards stayed at 56 ms instead of 41 ms afterwards on the 2-core VM.
         """
         for size in candidate_batch_sizes(self.batch_cap):
-            self._run(torch.zeros((size, *self.input_shape), dtype=torch.uint8))
+            self._run(self.blank_batch(size))
 
     def _run(self, batch: Tensor) -> float:
         start = time.perf_counter()

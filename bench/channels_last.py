@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     engines = {layout: Engine.load(args.checkpoint, device=device, channels_last=layout) for layout in (True, False)}
-    batch = torch.zeros((args.batch_size, *engines[True].input_shape), dtype=torch.uint8)
+    batch = engines[True].blank_batch(args.batch_size)
     times: dict[bool, list[float]] = {True: [], False: []}
     for round_ in range(args.rounds + 1):
         for layout, engine in engines.items():

@@ -10,8 +10,6 @@ import yaml
 from contract import METRIC_FAMILIES
 from deploy_files import ROOT, command_exists
 
-METRICS = METRIC_FAMILIES
-
 
 @pytest.fixture(scope="module")
 def compose() -> dict:
@@ -124,9 +122,9 @@ def test_dashboard_queries_only_real_metrics_and_covers_each_family():
     for expr in exprs:
         for name in re.findall(r"\bresnet_serve_\w+", expr):
             base = re.sub(r"_(bucket|sum|count)$", "", name)
-            assert base in METRICS, f"dashboard queries {name}, which the service does not export"
+            assert base in METRIC_FAMILIES, f"dashboard queries {name}, which the service does not export"
             used.add(base)
-    assert used == METRICS, f"no panel for {METRICS - used}"
+    assert used == METRIC_FAMILIES, f"no panel for {METRIC_FAMILIES - used}"
     text = " ".join(exprs)
     for quantile in ("0.5", "0.9", "0.99"):
         assert f"histogram_quantile({quantile}, sum by (le) (rate(resnet_serve_request_duration_seconds_bucket" in text
