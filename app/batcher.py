@@ -145,15 +145,20 @@ class Batcher(Generic[T, R]):
             self._queue.put_nowait(entry)
         except asyncio.QueueFull:
             raise Overloaded(f"model {self.name!r} has {self._queue.maxsize} requests queued; retry later") from None
+        # One timer per request, not wait_for (which wraps the future in another, per request).
+        timer = loop.call_later(deadline - now, self._expire, entry.future)
         try:
-            return await asyncio.wait_for(entry.future, max(0.0, deadline - now))
-        except TimeoutError:
-            raise DeadlineExceeded(f"no result within the {self.timeout_s:g} s deadline") from None
+            return await entry.future
         finally:
+            timer.cancel()
             if entry.finished_at:  # its batch ran to the end (not cut short by its deadline)
                 request_log.current().record_batch(
                     entry.batch_size, entry.started_at - entry.queued_at, entry.finished_at - entry.started_at
                 )
+
+    def _expire(self, future: asyncio.Future[Any]) -> None:
+        if not future.done():  # the batcher skips it from now on
+            future.set_exception(DeadlineExceeded(f"no result within the {self.timeout_s:g} s deadline"))
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()

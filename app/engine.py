@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
-from app.preprocess import DEFAULT_MAX_PIXELS, image_bytes_to_tensor
+from app.preprocess import DEFAULT_MAX_PIXELS, image_bytes_to_tensor, image_to_tensor
 from models import CheckpointMetadata, load_checkpoint
 from models.device import precision_name, resolve_precision
 from models.fuse import fold_batchnorm
@@ -67,6 +68,11 @@ class Engine:
         return cls(path.stem, model, metadata, device, dtype, channels_last, path)
 
     @property
+    def device_name(self) -> str:
+        """The device as logs, metrics and ``/models`` report it: ``cpu``, ``cuda:0``."""
+        return str(self.device)
+
+    @property
     def precision(self) -> str:
         """``fp32``, ``fp16`` or ``bf16``."""
         return precision_name(self.dtype)
@@ -84,6 +90,10 @@ class Engine:
     def preprocess(self, data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
         """Image bytes -> uint8 (C, H, W) tensor on the CPU (raises ``InvalidImage``)."""
         return image_bytes_to_tensor(data, self.metadata.preprocessing, max_pixels=max_pixels)
+
+    def decode(self, image: Image.Image, data: bytes) -> Tensor:
+        """An image opened by ``app.preprocess.open_image`` and its bytes -> uint8 (C, H, W) tensor."""
+        return image_to_tensor(image, data, self.metadata.preprocessing)
 
     @torch.inference_mode()
     def predict(self, images: list[Tensor] | Tensor) -> Tensor:

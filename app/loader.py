@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
+from app.devices import ServingDevice
 from app.executors import Executors
 from app.metrics import Metrics
 from app.registry import ModelRegistry
@@ -24,7 +23,7 @@ __all__ = ["ModelLoader"]
 class ModelLoader:
     """Builds, loads, warms and starts model services with the service's settings, device and threads."""
 
-    def __init__(self, settings: Settings, device: torch.device, executors: Executors, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, device: ServingDevice, executors: Executors, metrics: Metrics) -> None:
         self.settings = settings
         self.device = device
         self.executors = executors

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
+from app.devices import resolve_serving_device
 from app.errors import install_error_handlers
 from app.executors import Executors
 from app.loader import ModelLoader
@@ -27,7 +28,6 @@ from app.middleware import RequestContextMiddleware
 from app.registry import ModelRegistry, StartupError
 from app.routes import models, ops, predict
 from app.settings import Settings
-from models.device import resolve_device, resolve_precision
 
 __all__ = ["create_app"]
 
@@ -64,8 +64,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
-            device = resolve_device(settings.device)
-            resolve_precision(settings.precision, device)
+            device = resolve_serving_device(settings)
         except ValueError as exc:
             raise StartupError(str(exc)) from None
         registry.scan()

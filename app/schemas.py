@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from models import CheckpointMetadata
 
 __all__ = [
+    "PredictQuery",
     "Prediction",
     "PredictResponse",
     "BatchPredictResponse",
@@ -20,6 +21,13 @@ __all__ = [
     "ErrorResponse",
     "ERROR_RESPONSES",
 ]
+
+
+class PredictQuery(BaseModel):
+    """The query parameters of ``/predict`` and ``/predict/batch``."""
+
+    model: str | None = Field(None, description="model name (see /models); default: the default model")
+    top_k: int = Field(5, ge=1, le=1000, description="number of classes to return, best first")
 
 
 class Prediction(BaseModel):

@@ -23,19 +23,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from app import request_log
 from app.batcher import Batcher
+from app.devices import ServingDevice, load_engine
 from app.engine import Engine
 from app.errors import NotReady
 from app.executors import Executors
 from app.metrics import Metrics, ModelInfoLabels, ModelMetrics
-from app.preprocess import is_tiny_image
+from app.preprocess import TINY_IMAGE_MAX_BYTES, open_image
 from app.settings import Settings
 
 __all__ = ["ModelService", "ModelState", "Predictions", "file_version"]
@@ -66,7 +67,14 @@ class ModelService:
     """A checkpoint served under its name: load it, start it, classify with it, retire it."""
 
     def __init__(
-        self, name: str, path: Path, *, settings: Settings, device: torch.device, executors: Executors, metrics: Metrics
+        self,
+        name: str,
+        path: Path,
+        *,
+        settings: Settings,
+        device: ServingDevice,
+        executors: Executors,
+        metrics: Metrics,
     ) -> None:
         self.name = name
         self.path = path
@@ -95,7 +103,7 @@ class ModelService:
         started = time.perf_counter()
         try:
             version = file_version(self.path)
-            engine = Engine.load(self.path, device=self._device, precision=s.precision, channels_last=s.channels_last)
+            engine = load_engine(self.path, self._device, precision=s.precision, channels_last=s.channels_last)
             engine.warmup(s.max_batch_size, autotune=s.autotune_batch)
         except Exception as exc:
             self.fail(f"{type(exc).__name__}: {exc}")
@@ -135,7 +143,7 @@ class ModelService:
                 "model": self.name,
                 "version": self.version,
                 "arch": engine.metadata.architecture.name,
-                "device": str(engine.device),
+                "device": engine.device_name,
                 "precision": engine.precision,
                 "batch_cap": engine.batch_cap,
                 "warmup_ms": engine.warmup_ms,
@@ -150,7 +158,7 @@ class ModelService:
             raise NotReady(f"model {self.name!r} is {self.state}")
         arch = engine.metadata.architecture.name
         labels = ModelInfoLabels(
-            arch, str(engine.device), engine.precision, engine.batch_cap, default, self.version or ""
+            arch, engine.device_name, engine.precision, engine.batch_cap, default, self.version or ""
         )
         metrics.publish(labels, lambda: batcher.depth)
 
@@ -174,17 +182,28 @@ class ModelService:
         if batcher is None or metrics is None or self.state not in (ModelState.READY, ModelState.DRAINING):
             raise NotReady(f"model {self.name!r} is {self.state}")
         started = time.perf_counter()
-        if is_tiny_image(data, self._settings.inline_decode_max_pixels):
-            image = self._decode(data)  # tens of microseconds: cheaper than the hop to a worker and back
-        else:
-            image = await asyncio.get_running_loop().run_in_executor(self._executors.preprocess, self._decode, data)
+        image = await self._preprocess(data)
         elapsed = time.perf_counter() - started
         metrics.preprocess.observe(elapsed)
         request_log.current().record_preprocess(elapsed)
         return await batcher.submit((image, top_k), deadline=deadline)
 
-    def _decode(self, data: bytes) -> Tensor:
-        return self._require_engine().preprocess(data, max_pixels=self._settings.max_image_pixels)
+    async def _preprocess(self, data: bytes) -> Tensor:
+        """Bytes -> the model's uint8 input: tiny images on the event loop, the rest in the worker pool.
+
+        A body small enough has its header parsed here (bad bytes fail here, with their 400); an image of at
+        most ``inline_decode_max_pixels`` is decoded here too: tens of microseconds, cheaper than the hop to
+        a worker thread and back.
+        """
+        engine, s = self._require_engine(), self._settings
+        pool, loop = self._executors.preprocess, asyncio.get_running_loop()
+        if s.inline_decode_max_pixels <= 0 or len(data) > TINY_IMAGE_MAX_BYTES:
+            return await loop.run_in_executor(pool, partial(engine.preprocess, data, max_pixels=s.max_image_pixels))
+        image = open_image(data, max_pixels=s.max_image_pixels)
+        width, height = image.size
+        if width * height <= s.inline_decode_max_pixels:
+            return engine.decode(image, data)
+        return await loop.run_in_executor(pool, engine.decode, image, data)
 
     async def drain(self) -> None:
         """Admit no new request, answer every admitted one, then stop (to retire a version)."""

@@ -17,6 +17,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.preprocess import DEFAULT_MAX_PIXELS
+from app.simulated import DEFAULT_LOCK_PATH, DEFAULT_T0_MS, DEFAULT_T1_MS
 from models.device import Precision
 
 __all__ = ["Settings", "TUNING"]
@@ -37,15 +38,35 @@ class Settings(BaseSettings):
     # Server
     host: str = Field("127.0.0.1", description="interface to bind")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port)")
+    processes: int = Field(
+        default_factory=lambda: 1,  # the one place the default lives (to be chosen from measurements)
+        ge=1,
+        description="server processes sharing the port, each with its own models and threads (app.supervisor)",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     log_format: Literal["json", "text"] = Field("json", description="one JSON object per log line, or plain text")
     # Models
     weights_dir: Path = Field(Path("weights"), description="directory of *.safetensors checkpoints to serve")
     default_model: str | None = Field(None, description="model used when a request names none (default: first)")
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda or cuda:N")
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?|sim)$",
+        description="auto, cpu, cuda, cuda:N, or sim (a simulated GPU for benchmarks: docs/performance.md)",
+    )
     precision: Precision = Field("fp32", description="fp32, or fp16/bf16 where the device supports them")
     channels_last: bool = Field(
         True, description="channels_last memory format for the model and its inputs", json_schema_extra=TUNING
+    )
+    sim_t0_ms: float = Field(
+        DEFAULT_T0_MS, gt=0, description="--device sim: fixed time of one forward, ms", json_schema_extra=TUNING
+    )
+    sim_t1_ms: float = Field(
+        DEFAULT_T1_MS, ge=0, description="--device sim: time per image of one forward, ms", json_schema_extra=TUNING
+    )
+    sim_lock_path: Path = Field(
+        DEFAULT_LOCK_PATH,
+        description="--device sim: lock file; processes sharing it share one simulated device",
+        json_schema_extra=TUNING,
     )
     strict: bool = Field(False, description="fail startup when any checkpoint fails to load (default: skip it)")
     # Batching

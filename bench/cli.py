@@ -48,8 +48,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-sizes", type=_ints, default=[1, 2, 4, 8, 16, 32, 64], help="ceiling sweep; default 1..64")
     p.add_argument("--ceiling-seconds", type=float, default=3.0, help="per ceiling measurement; default 3")
     p.add_argument("--probe-seconds", type=float, default=2.5, help="per drift probe; default 2.5")
-    p.add_argument("--device", default="cpu", help="cpu or cuda; default cpu")
-    p.add_argument("--precision", default=None, choices=PRECISIONS, help="default fp32 (cuda: fp16)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or sim (the simulated GPU); default cpu")
+    p.add_argument("--precision", default=None, choices=PRECISIONS, help="default fp32 (cuda, sim: fp16)")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads; default cores")
     p.add_argument("--max-batch-size", type=int, default=32, help="ours (autotuned below it); default 32")
     p.add_argument("--peer-max-batch-size", type=int, default=8, help="LitServe max_batch_size; default 8")
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         ceiling=args.mode in ("all", "ceiling"),
         serve=args.mode in ("all", "serve"),
         device=args.device,
-        precision=args.precision or ("fp16" if args.device.startswith("cuda") else "fp32"),
+        precision=args.precision or ("fp32" if args.device == "cpu" else "fp16"),
         threads=args.threads,
         max_batch_size=args.max_batch_size,
         peer_max_batch_size=args.peer_max_batch_size,

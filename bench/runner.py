@@ -21,12 +21,12 @@ from typing import Any
 
 import torch
 
+from app.devices import load_engine_named
 from app.engine import Engine
 from bench import cpu, loadgen
 from bench.ceiling import measure_ceiling, probe
 from bench.servers import ServerOptions, serve
 from bench.workloads import DEFAULT_SMALL_CHECKPOINT, prepare_workload
-from models.device import resolve_device
 
 __all__ = ["RunConfig", "run", "machine_info", "other_work"]
 
@@ -189,7 +189,7 @@ def run(config: RunConfig) -> dict[str, Any]:
     for name in config.workloads:
         workload = prepare_workload(name, config.work_dir, config.small_checkpoint)
         print(f"== {name}: {workload.note} ({len(workload.image)} byte {workload.content_type})")
-        model = Engine.load(workload.checkpoint, device=resolve_device(config.device), precision=config.precision)
+        model = load_engine_named(workload.checkpoint, config.device, precision=config.precision)
         entry: dict[str, Any] = {"note": workload.note, "image_bytes": len(workload.image), "systems": {}}
         best_batch = 1
         if config.ceiling:

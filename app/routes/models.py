@@ -23,7 +23,7 @@ def _info(registry: ModelRegistry, service: ModelService) -> ModelInfo:
         state=service.state,
         version=service.version,
         loaded_at=service.loaded_at,
-        device=str(engine.device),
+        device=engine.device_name,
         precision=engine.precision,
         batch_cap=engine.batch_cap,
         warmup_ms=engine.warmup_ms,

@@ -15,7 +15,7 @@ def peer_args(prog: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="our .safetensors checkpoint")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind; default 127.0.0.1")
     p.add_argument("--port", type=int, required=True, help="TCP port")
-    p.add_argument("--device", default="cpu", help="cpu or cuda; default cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or sim; default cpu")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="default fp32")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads; default 1")
     p.add_argument(

@@ -18,17 +18,20 @@ import torch
 from fastapi import Request
 from torch import Tensor
 
+from app.devices import load_engine_named
 from app.engine import Engine
 from bench.peers.args import peer_args
-from models.device import resolve_device
 
 
 class ResNetAPI(ls.LitAPI):
     """decode (base64 JSON -> uint8 tensor), batch (stack), predict (forward), unbatch, encode (top-5)."""
 
-    def __init__(self, checkpoint: str, precision: str, threads: int, channels_last: bool, **kwargs: Any) -> None:
+    def __init__(
+        self, checkpoint: str, device: str, precision: str, threads: int, channels_last: bool, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.checkpoint = checkpoint
+        self.device = device  # ours: cpu, cuda:N or sim (LitServe's own is cpu or cuda)
         self.precision = precision
         self.threads = threads
         self.channels_last = channels_last
@@ -36,11 +39,9 @@ class ResNetAPI(ls.LitAPI):
 
     def setup(self, device: str) -> None:
         torch.set_num_threads(max(1, self.threads))
-        self.model = Engine.load(
-            Path(self.checkpoint),
-            device=resolve_device(device),
-            precision=self.precision,
-            channels_last=self.channels_last,
+        name = device if self.device.startswith("cuda") else self.device
+        self.model = load_engine_named(
+            Path(self.checkpoint), name, precision=self.precision, channels_last=self.channels_last
         )
         self.model.warmup(1, autotune=False)
 
@@ -69,6 +70,7 @@ def main() -> None:
     args = peer_args("litserve_app", __doc__ or "").parse_args()
     api = ResNetAPI(
         args.checkpoint,
+        args.device,
         args.precision,
         args.threads,
         args.channels_last,

@@ -16,17 +16,14 @@ import uvicorn
 from fastapi import FastAPI, Request
 from starlette.datastructures import UploadFile
 
-from app.engine import Engine
+from app.devices import load_engine_named
 from bench.peers.args import peer_args
-from models.device import resolve_device
 
 
 def create_app(checkpoint: str, device: str, precision: str, threads: int, channels_last: bool) -> FastAPI:
     """The app with its model loaded and warmed up (batch 1)."""
     torch.set_num_threads(max(1, threads))
-    model = Engine.load(
-        Path(checkpoint), device=resolve_device(device), precision=precision, channels_last=channels_last
-    )
+    model = load_engine_named(Path(checkpoint), device, precision=precision, channels_last=channels_last)
     model.warmup(1, autotune=False)
     app = FastAPI(title="plain FastAPI peer")
 

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from app.errors import InvalidImage
-from app.preprocess import MAX_SIDE, decode_image, draft_size, image_bytes_to_tensor, is_tiny_image
+from app.preprocess import MAX_SIDE, decode_image, draft_size, image_bytes_to_tensor, open_image
 from models import PreprocessingSpec
 
 MAX_PIXELS = 40_000_000
@@ -155,9 +155,47 @@ def test_pixels_match_the_shared_preprocessing(gray_spec: PreprocessingSpec) -> 
     assert torch.equal(served, prepare_image(image, gray_spec))
 
 
-def test_only_small_images_are_tiny_judged_from_the_header_alone() -> None:
-    assert is_tiny_image(encode(Image.new("L", (28, 28)), "PNG"), max_pixels=4096)
-    assert not is_tiny_image(encode(Image.new("L", (65, 64)), "PNG"), max_pixels=4096)
-    assert not is_tiny_image(png_header_only(50_000, 50_000), max_pixels=4096)  # small file, huge image
-    assert not is_tiny_image(b"not an image", max_pixels=4096)  # its 400 comes from the worker pool
-    assert not is_tiny_image(encode(Image.new("L", (28, 28)), "PNG"), max_pixels=0)  # 0 turns it off
+def test_open_image_reads_the_header_alone_and_enforces_the_limits() -> None:
+    assert open_image(png_header_only(28, 28), max_pixels=4096).size == (28, 28)
+    with pytest.raises(InvalidImage, match="pixels"):
+        open_image(png_header_only(50_000, 50_000), max_pixels=MAX_PIXELS)  # small file, huge image: no decode
+    with pytest.raises(InvalidImage, match="accepted formats"):
+        open_image(b"not an image", max_pixels=4096)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_a_png_at_the_input_size_decodes_to_the_same_pixels_as_through_pillow(mode: str) -> None:
+    """The libpng fast path (8-bit PNG already at the model's mode and size) must not drift from Pillow's."""
+    from models.preprocessing import prepare_image
+
+    channels = 1 if mode == "L" else 3
+    spec = PreprocessingSpec(
+        input_size=28,
+        channels=channels,
+        resize_size=28,
+        resize_mode="stretch",
+        mean=[0.5] * channels,
+        std=[0.5] * channels,
+    )
+    rng = np.random.default_rng(7)
+    pixels = rng.integers(0, 255, (28, 28) if mode == "L" else (28, 28, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    for options in ({}, {"optimize": True}, {"interlace": 1}):
+        served = image_bytes_to_tensor(encode(image, "PNG", **options), spec, max_pixels=MAX_PIXELS)
+        assert served.shape == (channels, 28, 28)
+        assert torch.equal(served, prepare_image(image, spec))
+
+
+def test_a_png_at_the_input_size_still_gets_the_checkpoints_resize_and_crop(gray_spec: PreprocessingSpec) -> None:
+    from models.preprocessing import prepare_image
+
+    image = Image.fromarray(np.random.default_rng(5).integers(0, 255, (28, 28), dtype=np.uint8))
+    served = image_bytes_to_tensor(encode(image, "PNG"), gray_spec, max_pixels=MAX_PIXELS)  # resize 32, crop 28
+    assert torch.equal(served, prepare_image(image, gray_spec))
+
+
+def test_a_truncated_png_at_the_input_size_is_a_400() -> None:
+    spec = PreprocessingSpec(input_size=28, channels=1, resize_size=28, resize_mode="stretch")
+    data = encode(Image.fromarray(np.random.default_rng(3).integers(0, 255, (28, 28), dtype=np.uint8)), "PNG")
+    with pytest.raises(InvalidImage):
+        image_bytes_to_tensor(data[: len(data) - 30], spec, max_pixels=MAX_PIXELS)

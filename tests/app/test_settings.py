@@ -36,6 +36,7 @@ def test_environment_is_read_and_flags_win(monkeypatch: pytest.MonkeyPatch) -> N
 def test_tuning_knobs_are_environment_only(monkeypatch: pytest.MonkeyPatch) -> None:
     flags = {action.dest for action in get_args_parser()._actions} - {"help", "version"}
     tuning = {"channels_last", "autotune_batch", "inline_decode_max_pixels", "malloc_keep_mb", "gc_gen0_threshold"}
+    tuning |= {"sim_t0_ms", "sim_t1_ms", "sim_lock_path"}
     assert flags == set(Settings.model_fields) - tuning
     with pytest.raises(SystemExit):
         get_args_parser().parse_args(["--malloc-keep-mb", "0"])
