@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
 from typing import Any
 
-__all__ = ["configure_logging", "JsonFormatter"]
+import orjson
+
+__all__ = ["configure_logging", "JsonFormatter", "WorkerField"]
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=`` and is logged as a field.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -36,7 +37,7 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
+        return orjson.dumps(line, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 class TextFormatter(logging.Formatter):
@@ -51,10 +52,32 @@ class TextFormatter(logging.Formatter):
         return text
 
 
-def configure_logging(level: str = "info", fmt: str = "json") -> None:
-    """Route the root logger (and uvicorn's) to stderr in the chosen format; uvicorn's access log is off."""
+class WorkerField(logging.Filter):
+    """Adds the field ``worker`` (the index of this worker process of ``--processes``) to every line."""
+
+    def __init__(self, worker: int) -> None:
+        super().__init__()
+        self.worker = worker
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self.worker
+        return True
+
+
+def configure_logging(level: str = "info", fmt: str = "json", *, worker: int | None = None) -> None:
+    """Route the root logger (and uvicorn's) to stderr in the chosen format; uvicorn's access log is off.
+
+    In a worker process of ``--processes``, ``worker`` is its index, logged on every line.
+    """
+    # What the Logging HOWTO's "Optimization" section lists: no line ever shows the caller's file and line,
+    # thread, process or task, so no record computes them (about a fifth of an access-log line's cost).
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    logging.logAsyncioTasks = False  # type: ignore[attr-defined]
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    if worker is not None:
+        handler.addFilter(WorkerField(worker))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -22,11 +22,13 @@ from app import __version__
 from app.devices import resolve_serving_device
 from app.errors import install_error_handlers
 from app.executors import Executors
+from app.fast_path import FastPathMiddleware
 from app.loader import ModelLoader
 from app.metrics import Metrics
 from app.middleware import RequestContextMiddleware
 from app.registry import ModelRegistry, StartupError
 from app.routes import models, ops, predict
+from app.routes.predict import ServingRoute
 from app.settings import Settings
 
 __all__ = ["create_app"]
@@ -97,6 +99,8 @@ def create_app(
     app.include_router(predict.router)
     app.include_router(models.router)
     app.include_router(ops.router)
+    serving_routes = [route for route in predict.router.routes if isinstance(route, ServingRoute)]
+    app.add_middleware(FastPathMiddleware, routes=serving_routes, exception_handlers=app.exception_handlers)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
