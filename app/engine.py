@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from app.preprocess import DEFAULT_MAX_PIXELS, image_bytes_to_tensor, image_to_tensor
+from app.preprocess import DEFAULT_MAX_PIXELS, image_bytes_to_tensor, image_to_tensor, plain_png_to_tensor
 from models import CheckpointMetadata, load_checkpoint
 from models.device import precision_name, resolve_precision
 from models.fuse import fold_batchnorm
@@ -91,9 +91,13 @@ class Engine:
         """Image bytes -> uint8 (C, H, W) tensor on the CPU (raises ``InvalidImage``)."""
         return image_bytes_to_tensor(data, self.metadata.preprocessing, max_pixels=max_pixels)
 
-    def decode(self, image: Image.Image, data: bytes) -> Tensor:
-        """An image opened by ``app.preprocess.open_image`` and its bytes -> uint8 (C, H, W) tensor."""
-        return image_to_tensor(image, data, self.metadata.preprocessing)
+    def decode(self, image: Image.Image) -> Tensor:
+        """An image opened by ``app.preprocess.open_image`` -> uint8 (C, H, W) tensor."""
+        return image_to_tensor(image, self.metadata.preprocessing)
+
+    def decode_plain_png(self, data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor | None:
+        """A PNG already in the model's input format -> its pixels; ``None`` for any other image."""
+        return plain_png_to_tensor(data, self.metadata.preprocessing, max_pixels=max_pixels)
 
     @torch.inference_mode()
     def predict(self, images: list[Tensor] | Tensor) -> Tensor:

@@ -10,7 +10,9 @@ goes on to the router. The routes stay declared on the app, which is what ``/doc
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -20,18 +22,21 @@ from app.routes.predict import ServingRoute
 
 __all__ = ["FastPathMiddleware"]
 
-ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]
+#: As Starlette keeps them in ``app.exception_handlers`` (the app's are all async).
+ExceptionHandler = Callable[[Request, Any], Response | Awaitable[Response]]
 
 
 class FastPathMiddleware:
     """Serves ``routes`` (by exact method and path) without the router; everything else passes through."""
 
     def __init__(
-        self, app: ASGIApp, routes: list[ServingRoute], exception_handlers: Mapping[type[Exception], ExceptionHandler]
+        self, app: ASGIApp, routes: list[ServingRoute], exception_handlers: Mapping[Any, ExceptionHandler]
     ) -> None:
         self.app = app
         self.handlers = {
-            (method, route.path): (route, route.get_route_handler()) for route in routes for method in route.methods
+            (method, route.path): (route, route.get_route_handler())
+            for route in routes
+            for method in route.methods or ()
         }
         self.exception_handlers = exception_handlers
 
@@ -48,7 +53,8 @@ class FastPathMiddleware:
             handler = self._handler_for(exc)
             if handler is None:
                 raise
-            response = await handler(request, exc)
+            answer = handler(request, exc)
+            response = await answer if inspect.isawaitable(answer) else answer
         await response(scope, receive, send)
 
     def _handler_for(self, exc: Exception) -> ExceptionHandler | None:

@@ -7,6 +7,7 @@ import random
 import re
 import time
 
+from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import request_log
@@ -30,6 +31,18 @@ class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._series: dict[tuple[str, int], tuple[Counter, Histogram]] = {}  # (route, status) -> bound children
+
+    def _observe(self, path: str, status: int, seconds: float) -> None:
+        """Count and time the request (children bound once per route and status: no label lookup per request)."""
+        series = self._series.get((path, status))
+        if series is None:
+            m = self.metrics
+            series = (m.requests.labels(path, str(status)), m.request_duration.labels(path))
+            self._series[(path, status)] = series
+        count, duration = series
+        count.inc()
+        duration.observe(seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -54,8 +67,7 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
-            self.metrics.requests.labels(path, str(status)).inc()
-            self.metrics.request_duration.labels(path).observe(elapsed)
+            self._observe(path, status, elapsed)
             level = logging.DEBUG if path in _PROBES and status < 400 else logging.INFO
             if log.isEnabledFor(level):
                 log.log(

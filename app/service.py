@@ -191,19 +191,24 @@ class ModelService:
     async def _preprocess(self, data: bytes) -> Tensor:
         """Bytes -> the model's uint8 input: tiny images on the event loop, the rest in the worker pool.
 
-        A body small enough has its header parsed here (bad bytes fail here, with their 400); an image of at
-        most ``inline_decode_max_pixels`` is decoded here too: tens of microseconds, cheaper than the hop to
-        a worker thread and back.
+        An image of at most ``inline_decode_max_pixels`` (judged from its header; a body that small has its
+        header parsed here) is decoded here: tens of microseconds, cheaper than the hop to a worker thread
+        and back. Bad bytes found here get their 400 here.
         """
         engine, s = self._require_engine(), self._settings
         pool, loop = self._executors.preprocess, asyncio.get_running_loop()
         if s.inline_decode_max_pixels <= 0 or len(data) > TINY_IMAGE_MAX_BYTES:
             return await loop.run_in_executor(pool, partial(engine.preprocess, data, max_pixels=s.max_image_pixels))
+        channels, height, width = engine.input_shape
+        if height * width <= s.inline_decode_max_pixels:
+            tensor = engine.decode_plain_png(data, max_pixels=s.max_image_pixels)
+            if tensor is not None:
+                return tensor
         image = open_image(data, max_pixels=s.max_image_pixels)
         width, height = image.size
         if width * height <= s.inline_decode_max_pixels:
-            return engine.decode(image, data)
-        return await loop.run_in_executor(pool, engine.decode, image, data)
+            return engine.decode(image)
+        return await loop.run_in_executor(pool, engine.decode, image)
 
     async def drain(self) -> None:
         """Admit no new request, answer every admitted one, then stop (to retire a version)."""

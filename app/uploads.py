@@ -12,6 +12,7 @@ from fastapi import Request
 from python_multipart.multipart import parse_options_header
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 
 from app.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
@@ -25,10 +26,15 @@ def _is_image_type(content_type: str | None) -> bool:
     return media.startswith("image/") or media in RAW_TYPES
 
 
-async def _limited(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
+def _refuse_declared_oversize(request: Request, limit: int) -> None:
+    """413 at once when the Content-Length header already says the body is over ``limit``."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"body of {int(declared)} bytes exceeds the {limit} byte limit (--max-upload-mb)")
+
+
+async def _limited(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
+    _refuse_declared_oversize(request, limit)
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -37,9 +43,29 @@ async def _limited(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
         yield chunk
 
 
+async def _raw_body(request: Request, limit: int) -> bytes:
+    """The whole body of a raw upload, refused (413) as soon as it is known to exceed ``limit``."""
+    _refuse_declared_oversize(request, limit)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body exceeds the {limit} byte limit (--max-upload-mb)")
+        if not message.get("more_body", False):
+            return chunk if not chunks else b"".join([*chunks, chunk])  # one chunk: no copy
+        chunks.append(chunk)
+
+
 async def read_images(request: Request, *, field: str, limit: int, max_files: int = 1) -> list[bytes]:
     """The image bytes of a request: multipart field ``field`` (up to ``max_files``) or a raw ``image/*`` body."""
     content_type = request.headers.get("content-type", "")
+    if _is_image_type(content_type):
+        return [await _raw_body(request, limit)]
     media, _ = parse_options_header(content_type)
     if media == b"multipart/form-data":
         parser = MultiPartParser(
@@ -61,8 +87,6 @@ async def read_images(request: Request, *, field: str, limit: int, max_files: in
             return [await upload.read() for upload in uploads]
         finally:
             await form.close()
-    if _is_image_type(content_type):
-        return [b"".join([chunk async for chunk in _limited(request, limit)])]
     raise UnsupportedMediaType(
         f"content type {content_type or 'none'!r} is not supported; send multipart/form-data or an image/* body"
     )

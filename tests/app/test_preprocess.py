@@ -12,7 +12,14 @@ import torch
 from PIL import Image
 
 from app.errors import InvalidImage
-from app.preprocess import MAX_SIDE, decode_image, draft_size, image_bytes_to_tensor, open_image
+from app.preprocess import (
+    MAX_SIDE,
+    decode_image,
+    draft_size,
+    image_bytes_to_tensor,
+    open_image,
+    plain_png_to_tensor,
+)
 from models import PreprocessingSpec
 
 MAX_PIXELS = 40_000_000
@@ -181,9 +188,29 @@ def test_a_png_at_the_input_size_decodes_to_the_same_pixels_as_through_pillow(mo
     pixels = rng.integers(0, 255, (28, 28) if mode == "L" else (28, 28, 3), dtype=np.uint8)
     image = Image.fromarray(pixels)
     for options in ({}, {"optimize": True}, {"interlace": 1}):
-        served = image_bytes_to_tensor(encode(image, "PNG", **options), spec, max_pixels=MAX_PIXELS)
-        assert served.shape == (channels, 28, 28)
+        served = plain_png_to_tensor(encode(image, "PNG", **options), spec, max_pixels=MAX_PIXELS)
+        assert served is not None and served.shape == (channels, 28, 28)
         assert torch.equal(served, prepare_image(image, spec))
+
+
+def test_only_plain_pngs_at_the_input_size_take_the_libpng_path() -> None:
+    gray = PreprocessingSpec(input_size=28, channels=1, resize_size=28, resize_mode="stretch")
+    at_size = Image.new("L", (28, 28), 7)
+    assert plain_png_to_tensor(encode(at_size, "PNG"), gray, max_pixels=MAX_PIXELS) is not None
+    others = {
+        "RGB for a grey model": encode(Image.new("RGB", (28, 28)), "PNG"),
+        "another size": encode(Image.new("L", (29, 28)), "PNG"),
+        "palette": encode(at_size.convert("P"), "PNG"),
+        "grey with alpha": encode(at_size.convert("LA"), "PNG"),
+        "16-bit": encode(Image.fromarray(np.zeros((28, 28), dtype=np.uint16)), "PNG"),
+        "JPEG": encode(at_size, "JPEG"),
+        "too short": b"\x89PNG\r\n\x1a\n",
+    }
+    for what, data in others.items():
+        assert plain_png_to_tensor(data, gray, max_pixels=MAX_PIXELS) is None, what
+    assert plain_png_to_tensor(encode(at_size, "PNG"), gray, max_pixels=28 * 28 - 1) is None  # the pixel limit
+    cropping = PreprocessingSpec(input_size=28, channels=1, resize_size=32)  # resize 32, crop 28: not as stored
+    assert plain_png_to_tensor(encode(at_size, "PNG"), cropping, max_pixels=MAX_PIXELS) is None
 
 
 def test_a_png_at_the_input_size_still_gets_the_checkpoints_resize_and_crop(gray_spec: PreprocessingSpec) -> None:
