@@ -3,16 +3,20 @@
 The flags are generated from ``Settings`` (one per field, tuning knobs excepted), so a setting is
 declared once. Every flag has an environment twin (``--max-batch-size`` /
 ``RESNET_SERVE_MAX_BATCH_SIZE``); a flag given on the command line wins over the environment, which
-wins over the default.
+wins over the default. With ``--processes N`` (N > 1), ``app.supervisor`` runs N processes of the
+same server (``serve_worker``) on one socket.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import socket
+import sys
 import threading
 import types
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any, Literal, Union, get_args, get_origin
@@ -24,11 +28,12 @@ from pydantic.fields import FieldInfo
 from app import __version__
 from app.logs import configure_logging
 from app.main import create_app
-from app.registry import ModelRegistry
+from app.registry import ModelRegistry, ReadinessBoard
 from app.settings import Settings
+from app.supervisor import Supervisor
 from app.tuning import freeze_startup_objects, tune_process
 
-__all__ = ["main", "get_args_parser"]
+__all__ = ["main", "get_args_parser", "serve", "serve_worker"]
 
 log = logging.getLogger("app.cli")
 
@@ -114,7 +119,34 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         parser.error(str(exc))
     configure_logging(settings.log_level, settings.log_format)
+    if settings.processes > 1:
+        return Supervisor(settings, serve_worker).run()
     tune_process(settings)
+    return serve(settings)
+
+
+def serve_worker(index: int, settings: Settings, sock: socket.socket, board: ReadinessBoard) -> None:
+    """Worker ``index`` of ``--processes`` (the supervisor's target, in a spawned process): serve on ``sock``.
+
+    Its log lines carry ``worker``; its phases go to its slot of ``board``, which ``/ready`` reads.
+    """
+    configure_logging(settings.log_level, settings.log_format, worker=index)
+    tune_process(settings)  # per process: allocator, collector, torch threads
+    sys.exit(serve(settings, sockets=[sock], board=board, worker=index))
+
+
+def serve(
+    settings: Settings,
+    *,
+    sockets: list[socket.socket] | None = None,
+    board: ReadinessBoard | None = None,
+    worker: int = 0,
+) -> int:
+    """This process serves until SIGTERM; 0 after a clean drain, 1 when startup fails.
+
+    ``sockets``: listen on these instead of binding ``host:port``; ``board``: the readiness board of
+    ``--processes``, where this process is worker ``worker``.
+    """
     server: DrainingServer | None = None
 
     def stop_on_fatal(reason: str) -> None:
@@ -123,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
 
     app = create_app(settings, on_fatal=stop_on_fatal, on_ready=freeze_startup_objects)
     registry: ModelRegistry = app.state.registry
+    if board is not None:
+        app.state.board = board  # read by /ready
+        registry.on_phase = partial(board.set, worker)
+        board.set(worker, registry.state)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -133,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         server_header=False,
     )
     server = DrainingServer(config, registry.drain, settings.drain_grace_s)
-    server.run()
+    server.run(sockets=sockets)
     if registry.state == "failed" or not server.started:
         return 1
     return 0

@@ -1,12 +1,20 @@
-"""The Prometheus metric families of DESIGN.md, in a registry owned by one app instance."""
+"""The Prometheus metric families of DESIGN.md, in a registry owned by one app instance.
+
+With ``--processes N`` (``app.supervisor``), ``PROMETHEUS_MULTIPROC_DIR`` is set: prometheus-client
+then keeps every series of every worker process in files there, and ``render()`` adds them up across
+processes: counters and histograms summed, the queue depth summed over live processes, ``model_info``
+the maximum over live processes (one series per model, 1 while any worker serves it).
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from app.batcher import BatchStats
 
@@ -20,6 +28,8 @@ class Metrics:
     """All ``resnet_serve_*`` families; a fresh ``CollectorRegistry`` per instance."""
 
     def __init__(self) -> None:
+        # prometheus-client's own switch (it reads the variable at import, and so does this check).
+        self.multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -29,7 +39,13 @@ class Metrics:
             "resnet_serve_request_duration_seconds", "HTTP request latency", ["route"], buckets=_LATENCY, registry=r
         )
         self.images = Counter("resnet_serve_images", "images classified", ["model"], registry=r)
-        self.queue_depth = Gauge("resnet_serve_queue_depth", "requests waiting for a batch", ["model"], registry=r)
+        self.queue_depth = Gauge(
+            "resnet_serve_queue_depth",
+            "requests waiting for a batch",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.batch_size = Histogram(
             "resnet_serve_batch_size", "images per forward pass", ["model"], buckets=_BATCH, registry=r
         )
@@ -51,6 +67,7 @@ class Metrics:
             "loaded models (1 = serving)",
             ["model", "arch", "device", "precision", "batch_cap", "default", "version"],
             registry=r,
+            multiprocess_mode="livemax",
         )
         self._owners: dict[str, ModelMetrics] = {}  # model -> the service whose gauges are published
         self._info: dict[str, tuple[str, ...]] = {}  # model -> its model_info label values
@@ -65,18 +82,33 @@ class Metrics:
         self._owners[owner.model] = owner
         self._info[owner.model] = info
         self.model_info.labels(*info).set(1)
-        self.queue_depth.labels(owner.model).set_function(depth)
+        queue_depth = self.queue_depth.labels(owner.model)
+        if self.multiprocess:  # a function cannot be read from another process: set at each batch's end
+            owner.update_depth = lambda: queue_depth.set(depth())
+            owner.update_depth()
+        else:
+            queue_depth.set_function(depth)
 
     def withdraw(self, owner: ModelMetrics | None) -> None:
         """Remove the gauges ``owner`` published, if they are still its own (counters stay)."""
         if owner is None or self._owners.get(owner.model) is not owner:
             return
         del self._owners[owner.model]
-        self.model_info.remove(*self._info.pop(owner.model))
-        self.queue_depth.remove(owner.model)
+        info = self._info.pop(owner.model)
+        if self.multiprocess:  # a series cannot leave the shared files: 0 = not served (by this process)
+            owner.update_depth = None
+            self.model_info.labels(*info).set(0)
+            self.queue_depth.labels(owner.model).set(0)
+        else:
+            self.model_info.remove(*info)
+            self.queue_depth.remove(owner.model)
 
     def render(self) -> bytes:
-        """The exposition text (prometheus-client's own encoder)."""
+        """The exposition text (prometheus-client's own encoder), of every process in multiprocess mode."""
+        if self.multiprocess:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+            return generate_latest(registry)
         return generate_latest(self.registry)
 
 
@@ -97,6 +129,8 @@ class ModelMetrics:
         self._inference = metrics.inference.labels(model)
         self._images = metrics.images.labels(model)
         self._info: tuple[str, ...] | None = None
+        #: Multiprocess mode, while this service's gauges are published: sets the queue depth from its batcher.
+        self.update_depth: Callable[[], None] | None = None
 
     def observe_batch(self, stats: BatchStats) -> None:
         """A ``Batcher`` ``on_batch`` hook: batch size, queue waits, inference time, images classified."""
@@ -106,9 +140,15 @@ class ModelMetrics:
         self._inference.observe(stats.inference_s)
         if stats.ok:
             self._images.inc(stats.size)
+        if self.update_depth is not None:
+            self.update_depth()
 
     def publish(self, info: ModelInfoLabels, depth: Callable[[], int]) -> None:
-        """Publish ``model_info`` (1 = serving) with these labels and ``depth()`` as the queue depth."""
+        """Publish ``model_info`` (1 = serving) with these labels and ``depth()`` as the queue depth.
+
+        In multiprocess mode the depth is read when published and as each batch ends (what queued
+        up during it), not at scrape time.
+        """
         self._metrics.publish(self, (self.model, *info.values()), depth)
 
     def withdraw(self) -> None:

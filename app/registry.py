@@ -4,20 +4,23 @@ It neither loads nor serves: ``scan()`` reads every checkpoint's header in the w
 (cheap; a broken file is recorded, or fails startup with ``--strict``), the loader puts services in
 with ``add()``, routes look them up with ``get()``. Readiness is the service's as a whole:
 ``starting`` until every scanned model is warm, then ``ready``; ``draining`` after SIGTERM; ``failed``
-when startup cannot succeed.
+when startup cannot succeed. With ``--processes N`` each worker process has its registry, and a
+``ReadinessBoard`` in shared memory holds every worker's phase (``on_phase`` writes this one's).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from multiprocessing.context import BaseContext
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from app.errors import NotReady, UnknownModel
 from app.service import ModelService, ModelState
 from models import CheckpointError, read_metadata
 
-__all__ = ["ModelRegistry", "Phase", "StartupError"]
+__all__ = ["ModelRegistry", "Phase", "ReadinessBoard", "StartupError"]
 
 #: The service's phase as a whole: starting -> ready -> draining; or failed.
 Phase = Literal["starting", "ready", "draining", "failed"]
@@ -32,7 +35,14 @@ class StartupError(RuntimeError):
 class ModelRegistry:
     """Checkpoints by name, the services serving them, the default model and the readiness state."""
 
-    def __init__(self, weights_dir: Path, *, default_model: str | None = None, strict: bool = False) -> None:
+    def __init__(
+        self,
+        weights_dir: Path,
+        *,
+        default_model: str | None = None,
+        strict: bool = False,
+        on_phase: Callable[[Phase], None] | None = None,
+    ) -> None:
         self.weights_dir = weights_dir
         self.requested_default = default_model
         self.strict = strict
@@ -41,6 +51,8 @@ class ModelRegistry:
         self.failures: dict[str, str] = {}
         self.default: str | None = None
         self.state: Phase = "starting"
+        #: Called with each new phase (a worker of ``--processes`` writes it to the ``ReadinessBoard``).
+        self.on_phase = on_phase
 
     @property
     def ready(self) -> bool:
@@ -52,13 +64,13 @@ class ModelRegistry:
         """Startup succeeded: ``starting`` -> ``ready``; False (no change) if draining or failed meanwhile."""
         if self.state != "starting":
             return False
-        self.state = "ready"
+        self._enter("ready")
         log.info("ready", extra={"models": sorted(self.services), "default": self.default})
         return True
 
     def mark_failed(self, reason: str) -> None:
         """Startup cannot succeed; the process is about to stop."""
-        self.state = "failed"
+        self._enter("failed")
         log.critical("startup failed: %s", reason)
 
     def scan(self) -> None:
@@ -106,5 +118,41 @@ class ModelRegistry:
     def drain(self) -> None:
         """Stop reporting ready (SIGTERM); requests already accepted still complete."""
         if self.state != "failed":
-            self.state = "draining"
+            self._enter("draining")
             log.info("draining: /ready now answers 503")
+
+    def _enter(self, phase: Phase) -> None:
+        self.state = phase
+        if self.on_phase is not None:
+            self.on_phase(phase)
+
+
+class ReadinessBoard:
+    """The phase of every worker process of ``--processes``, in shared memory: one byte per worker.
+
+    The supervisor creates it (zeros: every worker ``starting``) and hands it to each worker it
+    spawns; a worker writes its own slot (``ModelRegistry.on_phase``), ``/ready`` reads them all,
+    and the supervisor puts a dead worker's slot back to ``starting``. A byte is written and read
+    whole, so no lock is needed.
+    """
+
+    PHASES: tuple[Phase, ...] = get_args(Phase)
+
+    def __init__(self, context: BaseContext, workers: int) -> None:
+        self._slots = context.RawArray("b", workers)
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def set(self, worker: int, phase: Phase) -> None:
+        """Worker ``worker`` is now in ``phase``."""
+        self._slots[worker] = self.PHASES.index(phase)
+
+    def phase(self, worker: int) -> Phase:
+        """Worker ``worker``'s phase."""
+        return self.PHASES[self._slots[worker]]
+
+    def not_ready(self) -> dict[int, Phase]:
+        """The workers that are not ready, with their phase."""
+        phases = {worker: self.phase(worker) for worker in range(len(self))}
+        return {worker: phase for worker, phase in phases.items() if phase != "ready"}

@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     processes: int = Field(
         default_factory=lambda: 1,  # the one place the default lives (to be chosen from measurements)
         ge=1,
-        description="server processes sharing the port, each with its own models and threads (app.supervisor)",
+        description="server processes sharing the port, each with its own models and threads",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     log_format: Literal["json", "text"] = Field("json", description="one JSON object per log line, or plain text")

@@ -68,6 +68,19 @@ def get_args_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="server and in-process ceiling on the first core (1 torch thread), wrk on the others",
     )
+    p.add_argument(
+        "--simulated",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also the request path vs the floor on one pinned core, and the simulated-GPU table "
+        "(not with --device cuda); default on",
+    )
+    p.add_argument(
+        "--sim-processes",
+        type=_ints,
+        default=sorted({1, len(os.sched_getaffinity(0))}),
+        help="--processes choices for the simulated-GPU table; default 1 and the core count",
+    )
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/resnet-serve-bench"), help="checkpoints, bodies, logs")
     p.add_argument("--output-dir", type=Path, default=Path("bench/results"), help="default bench/results")
     return p
@@ -105,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         small_checkpoint=args.small_checkpoint,
         work_dir=args.work_dir,
         pin=args.pin,
+        simulated=args.simulated,
+        sim_processes=args.sim_processes,
     )
     results = run(config)
     for kind, path in write_results(results, args.output_dir).items():

@@ -25,7 +25,9 @@ from app.devices import load_engine_named
 from app.engine import Engine
 from bench import cpu, loadgen
 from bench.ceiling import measure_ceiling, probe
+from bench.request_path import measure_request_path
 from bench.servers import ServerOptions, serve
+from bench.sim_device import measure_simulated_device, projection
 from bench.workloads import DEFAULT_SMALL_CHECKPOINT, prepare_workload
 
 __all__ = ["RunConfig", "run", "machine_info", "other_work"]
@@ -55,6 +57,8 @@ class RunConfig:
     small_checkpoint: Path = DEFAULT_SMALL_CHECKPOINT
     work_dir: Path = Path("/tmp/resnet-serve-bench")
     pin: bool = False  # server (and the in-process ceiling) on the first core, wrk on the others
+    simulated: bool = True  # also: the request path on one pinned core, and the simulated-device table
+    sim_processes: list[int] = field(default_factory=lambda: sorted({1, len(os.sched_getaffinity(0))}))
 
 
 def other_work() -> list[str]:
@@ -174,6 +178,7 @@ def _system_block(
 def run(config: RunConfig) -> dict[str, Any]:
     """Measure everything ``config`` asks for; returns the results document (see ``bench.report``)."""
     config.work_dir.mkdir(parents=True, exist_ok=True)
+    all_cores = os.sched_getaffinity(0)
     cores = cpu.pin_plan() if config.pin else None
     if cores is not None:
         # The in-process ceiling and probes get what each server gets: its core(s), one torch thread each.
@@ -205,5 +210,34 @@ def run(config: RunConfig) -> dict[str, Any]:
                     p["ratio_to_ceiling"] = round(p["throughput"] / entry["ceiling"]["best_images_per_s"], 3)
         results["workloads"][name] = entry
         del model
+    if config.serve and config.simulated and config.device == "cpu":
+        os.sched_setaffinity(0, all_cores)  # these sections pin (or spread) their servers themselves
+        _simulated_sections(config, results)
     results["machine"]["training_running_at_end"] = other_work()
     return results
+
+
+def _simulated_sections(config: RunConfig, results: dict[str, Any]) -> None:
+    """The GPU case without a GPU: the request path against the floor, and the simulated-device table."""
+    opts = ServerOptions(threads=config.threads, max_batch_size=config.max_batch_size)
+    if len(os.sched_getaffinity(0)) >= 2:
+        print("== request path: ours on the simulated device vs the bare ASGI floor, one pinned core")
+        small = prepare_workload("small", config.work_dir, config.small_checkpoint)
+        results["request_path"] = measure_request_path(
+            small, opts, config.work_dir, seconds=config.duration_s / 2, warmup_s=config.warmup_s
+        )
+    results["simulated_device"] = {}
+    for name in config.workloads:
+        workload = prepare_workload(name, config.work_dir, config.small_checkpoint)
+        print(f"== simulated device: {workload.note}")
+        section = measure_simulated_device(
+            workload,
+            opts,
+            config.work_dir,
+            processes=config.sim_processes,
+            seconds=config.duration_s,
+            warmup_s=config.warmup_s,
+        )
+        best = min(section["points"], key=lambda p: p["cpu_us_per_request"])
+        section["projection"] = projection(best["cpu_us_per_request"])
+        results["simulated_device"][name] = section

@@ -45,6 +45,7 @@ class ServerOptions:
     peer_batch_timeout_ms: float = 5.0
     ready_timeout_s: float = 600.0
     cpus: tuple[int, ...] | None = None  # pin the server's process tree to these cores (--pin)
+    processes: int | None = None  # ours: --processes (None: its default)
 
 
 @dataclass
@@ -83,6 +84,7 @@ def _command(system: str, workload: Workload, port: int, opts: ServerOptions) ->
             *["--default-model", workload.model_name, "--device", opts.device, "--precision", opts.precision],
             *["--torch-threads", str(opts.threads), "--workers", str(opts.threads)],
             *["--max-batch-size", str(opts.max_batch_size), "--log-level", "warning"],
+            *(["--processes", str(opts.processes)] if opts.processes is not None else []),
         ]
     if system == "floor":
         return [sys.executable, "-m", "bench.peers.floor", "--port", str(port)]

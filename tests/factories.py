@@ -5,11 +5,15 @@ Any test imports them as ``from factories import make_metadata, write_checkpoint
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import torch
+from fastapi import FastAPI
 
 from models import (
     ArchitectureSpec,
@@ -67,3 +71,14 @@ def write_checkpoint(
     model = create_model(arch, num_classes=num_classes, in_channels=channels)
     metadata = make_metadata(arch, channels=channels, input_size=input_size, num_classes=num_classes, **overrides)
     return save_checkpoint(model, path, metadata)
+
+
+@asynccontextmanager
+async def running_app(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """``app`` with its lifespan running (models loading in the background), and an in-process client for it."""
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+    ):
+        yield client

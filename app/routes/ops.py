@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request, Response
 from app.deps import RegistryDep
 from app.errors import NotReady
 from app.metrics import CONTENT_TYPE_LATEST
+from app.registry import ReadinessBoard
 from app.schemas import ERROR_RESPONSES, Health, Readiness
 
 router = APIRouter(tags=["ops"])
@@ -19,10 +20,14 @@ async def health() -> Health:
 
 
 @router.get("/ready", response_model=Readiness, responses={503: ERROR_RESPONSES[503]})
-async def ready(registry: RegistryDep) -> Readiness:
-    """Readiness: 200 once every model is loaded and warm; 503 before that and while draining."""
+async def ready(request: Request, registry: RegistryDep) -> Readiness:
+    """Readiness: 200 once every model is loaded and warm (in every process); 503 before that and while draining."""
     if not registry.ready:
         raise NotReady(f"service is {registry.state}")
+    board: ReadinessBoard | None = getattr(request.app.state, "board", None)  # set with --processes N
+    waiting = board.not_ready() if board is not None else {}
+    if waiting:
+        raise NotReady("worker processes not ready: " + ", ".join(f"{i} ({phase})" for i, phase in waiting.items()))
     return Readiness(status="ready", models=sorted(registry.services))
 
 

@@ -7,9 +7,9 @@ import shutil
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 import torch
+from factories import running_app
 
 from app.main import create_app
 from app.registry import ModelRegistry, StartupError
@@ -43,11 +43,7 @@ def test_models_load_in_the_background_then_ready_and_stop_at_shutdown(tmp_path:
     registry: ModelRegistry = app.state.registry
 
     async def main() -> None:
-        transport = httpx.ASGITransport(app=app)
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=transport, base_url="http://test") as client,
-        ):
+        async with running_app(app) as client:
             deadline = time.monotonic() + 60
             while not registry.ready:
                 assert registry.state == "starting" and time.monotonic() < deadline

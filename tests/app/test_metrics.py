@@ -1,8 +1,13 @@
-"""app.metrics: the contract's families, one model's series, and withdrawing them."""
+"""app.metrics: the contract's families, one model's series, withdrawing them, and multiprocess mode."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
 from contract import METRIC_FAMILIES
+from prometheus_client import multiprocess, values
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.batcher import BatchStats
@@ -69,3 +74,41 @@ def test_a_retiring_version_never_withdraws_its_successors_series() -> None:
     s = samples(metrics)
     versions = [dict(labels)["version"] for name, labels in s if name == "resnet_serve_model_info"]
     assert versions == ["v2"] and s[("resnet_serve_queue_depth", (("model", "m"),))] == 2
+
+
+PID = 4242
+
+
+@pytest.fixture
+def worker_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Metrics]:
+    """``Metrics`` as a worker of ``--processes`` has them: its series in files of a shared directory."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    # What prometheus-client picks at import when the variable is set (a worker process imports it after).
+    monkeypatch.setattr(values, "ValueClass", values.MultiProcessValue(lambda: PID))
+    yield Metrics()
+    values.close_all_multiprocess_files()
+
+
+def test_multiprocess_mode_reads_the_files_and_withdraws_to_0(worker_metrics: Metrics, tmp_path: Path) -> None:
+    assert worker_metrics.multiprocess
+    model = worker_metrics.for_model("m")
+    depth = 3
+    model.publish(ModelInfoLabels("resnet20", "cpu", "fp32", 16, True, "v1"), lambda: depth)
+    m = (("model", "m"),)
+    info = {k: v for k, v in samples(worker_metrics).items() if k[0] == "resnet_serve_model_info"}
+    assert list(info.values()) == [1.0] and samples(worker_metrics)[("resnet_serve_queue_depth", m)] == 3
+    depth = 5  # the depth is read as each batch ends (no set_function across processes)
+    model.observe_batch(BatchStats(2, [0.001, 0.001], 0.01, ok=True))
+    s = samples(worker_metrics)
+    assert s[("resnet_serve_queue_depth", m)] == 5 and s[("resnet_serve_images_total", m)] == 2
+    model.withdraw()
+    s = samples(worker_metrics)
+    assert [v for k, v in s.items() if k[0] == "resnet_serve_model_info"] == [0.0]
+    assert s[("resnet_serve_queue_depth", m)] == 0
+    depth = 9
+    model.observe_batch(BatchStats(1, [0.001], 0.01, ok=True))  # a retired service's batch: gauges stay its own
+    assert samples(worker_metrics)[("resnet_serve_queue_depth", m)] == 0
+    multiprocess.mark_process_dead(PID, str(tmp_path))  # the process died: its live gauges go, counts stay
+    s = samples(worker_metrics)
+    assert not {"resnet_serve_model_info", "resnet_serve_queue_depth"} & {name for name, _ in s}
+    assert s[("resnet_serve_images_total", m)] == 3

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import shutil
 from pathlib import Path
 
 import pytest
 
 from app.errors import NotReady, UnknownModel
-from app.registry import ModelRegistry, StartupError
+from app.registry import ModelRegistry, ReadinessBoard, StartupError
 
 
 @pytest.fixture
@@ -57,3 +58,24 @@ def test_lookups_while_starting_ready_and_draining(weights: Path) -> None:
     registry.drain()
     assert registry.state == "draining" and not registry.ready
     assert not registry.mark_ready() and registry.state == "draining"  # a drain during startup stays a drain
+
+
+def test_each_phase_change_is_reported(weights: Path) -> None:
+    phases: list[str] = []
+    registry = ModelRegistry(weights, on_phase=phases.append)
+    registry.scan()
+    assert registry.mark_ready()
+    registry.drain()
+    registry.mark_failed("boom")
+    assert phases == ["ready", "draining", "failed"]
+
+
+def test_readiness_board_holds_one_phase_per_worker() -> None:
+    board = ReadinessBoard(multiprocessing.get_context("spawn"), 3)
+    assert len(board) == 3 and board.not_ready() == {0: "starting", 1: "starting", 2: "starting"}
+    board.set(0, "ready")
+    board.set(2, "ready")
+    assert board.phase(0) == "ready" and board.not_ready() == {1: "starting"}
+    board.set(1, "ready")
+    board.set(2, "draining")
+    assert board.not_ready() == {2: "draining"}

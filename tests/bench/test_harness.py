@@ -34,10 +34,10 @@ def test_tiny_run_writes_sane_results(tmp_path: Path) -> None:
         *["--concurrency", "1,4", "--duration", "1", "--warmup", "0", "--batch-sizes", "1,2"],
         *["--ceiling-seconds", "0.2", "--probe-seconds", "0.3", "--threads", "1"],
         *["--small-checkpoint", str(tmp_path / "absent.safetensors"), "--work-dir", str(tmp_path / "work")],
-        *["--output-dir", str(out)],
+        *["--output-dir", str(out), "--sim-processes", "2"],
         *(["--pin"] if pin else []),
     ]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     [json_path] = out.glob("*.json")
@@ -60,12 +60,25 @@ def test_tiny_run_writes_sane_results(tmp_path: Path) -> None:
             assert point["server_cpu_us_per_request"] > 0, (system, point)
     assert {g["goal"] for g in results["goals"]}
     assert results["config"]["pin"] is pin
-    [floor_goal] = [g for g in results["goals"] if "floor" in g["goal"]]
-    assert floor_goal["value"] != "n/a" and (floor_goal["met"] is not None) is pin
+
+    # The GPU case on the simulated device: the request path against the floor (pinned), the device table.
+    if pin:
+        path = results["request_path"]
+        assert len(path["rounds"]) == 2 and path["ratio"] > 0 and path["floor_cpu_us_per_request"] > 0
+        [floor_goal] = [g for g in results["goals"] if "floor" in g["goal"]]
+        assert floor_goal["met"] is (path["ratio"] <= 5.0)
+    sim = results["simulated_device"]["small"]
+    assert sim["ceiling"]["best_images_per_s"] > 0 and sim["ceiling"]["best_batch_size"] >= 1
+    assert [p["processes"] for p in sim["points"]] == [2]
+    [point] = sim["points"]
+    assert point["errors"] == 0 and point["throughput"] > 0 and point["cores_for_80_percent"] > 0
+    assert point["ratio_to_ceiling"] == pytest.approx(point["throughput"] / sim["ceiling"]["best_images_per_s"], 1e-2)
+    assert set(sim["projection"]["cores"]) == {"5000", "10000", "20000"}  # JSON keys
 
     [md_path] = out.glob("*.md")
     table = md_path.read_text()
     assert "| ours | 4 |" in table and "| fastapi | 1 |" in table and "| floor | 4 |" in table
+    assert "## Simulated GPU" in table and "### Projection" in table
     [png] = out.glob("*-small.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
