@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import torch
 from pydantic import Field, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -28,6 +29,17 @@ TUNING: dict[str, Any] = {"tuning": True}
 
 def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _default_torch_threads(device: str, processes: int) -> int:
+    """The CPU's cores shared among the processes when the CPU runs the forward; else 1.
+
+    With an accelerator the host's torch work is stacking a batch: a second intra-op thread saves little
+    there, and its OpenMP team spin-waits after every batch (on the simulated device it doubled the CPU
+    per request of the 640x480 JPEG workload).
+    """
+    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    return max(1, _cores() // processes) if on_cpu else 1
 
 
 class Settings(BaseSettings):
@@ -85,9 +97,9 @@ class Settings(BaseSettings):
     max_batch_files: int = Field(64, ge=1, description="most images in one /predict/batch request")
     # Threads
     workers: int = Field(
-        default_factory=lambda: max(1, min(4, _cores())),
+        default_factory=lambda data: max(1, min(4, _cores() // data.get("processes", 1))),
         ge=1,
-        description="preprocessing threads (decode, resize); default min(4, cores)",
+        description="preprocessing threads (decode, resize) per process; default min(4, cores / processes)",
     )
     inline_decode_max_pixels: int = Field(
         4096,
@@ -108,7 +120,10 @@ class Settings(BaseSettings):
         json_schema_extra=TUNING,
     )
     torch_threads: int = Field(
-        default_factory=_cores, ge=1, description="torch intra-op threads for the forward; default: cores"
+        default_factory=lambda data: _default_torch_threads(data.get("device", "auto"), data.get("processes", 1)),
+        ge=1,
+        description="torch intra-op threads for the forward, per process; default: cores / processes on the CPU, "
+        "1 when an accelerator runs the forward",
     )
     # Ops
     api_key: str | None = Field(None, description="require 'Authorization: Bearer KEY' (not on health/ready/metrics)")

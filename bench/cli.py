@@ -52,6 +52,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default=None, choices=PRECISIONS, help="default fp32 (cuda, sim: fp16)")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads; default cores")
     p.add_argument("--max-batch-size", type=int, default=32, help="ours (autotuned below it); default 32")
+    p.add_argument("--processes", type=int, default=None, help="ours: --processes; default its own default")
     p.add_argument("--peer-max-batch-size", type=int, default=8, help="LitServe max_batch_size; default 8")
     p.add_argument("--peer-batch-timeout-ms", type=float, default=5.0, help="LitServe batch_timeout; default 5 ms")
     p.add_argument(
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         precision=args.precision or ("fp32" if args.device == "cpu" else "fp16"),
         threads=args.threads,
         max_batch_size=args.max_batch_size,
+        processes=args.processes,
         peer_max_batch_size=args.peer_max_batch_size,
         peer_batch_timeout_ms=args.peer_batch_timeout_ms,
         request_format=args.request_format,

@@ -51,6 +51,7 @@ class RunConfig:
     precision: str = "fp32"
     threads: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
     max_batch_size: int = 32
+    processes: int | None = None  # ours: --processes (None: its default)
     peer_max_batch_size: int = 8
     peer_batch_timeout_ms: float = 5.0
     request_format: str = "native"  # native: each system's own; or raw / multipart (LitServe: always JSON)
@@ -119,6 +120,7 @@ def _system_block(
         precision=config.precision,
         threads=config.threads,
         max_batch_size=config.max_batch_size,
+        processes=config.processes,
         peer_max_batch_size=config.peer_max_batch_size,
         peer_batch_timeout_ms=config.peer_batch_timeout_ms,
         cpus=server_cpus,

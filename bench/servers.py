@@ -78,12 +78,13 @@ def free_port() -> int:
 
 def _command(system: str, workload: Workload, port: int, opts: ServerOptions) -> list[str]:
     if system == "ours":
+        threads = max(1, opts.threads // (opts.processes or 1))  # the cores, shared among its processes
         return [
             *[sys.executable, "-m", "app"],
             *["--host", "127.0.0.1", "--port", str(port), "--weights-dir", str(workload.weights_dir)],
             *["--default-model", workload.model_name, "--device", opts.device, "--precision", opts.precision],
-            *["--torch-threads", str(opts.threads), "--workers", str(opts.threads)],
-            *["--max-batch-size", str(opts.max_batch_size), "--log-level", "warning"],
+            *["--workers", str(threads), "--max-batch-size", str(opts.max_batch_size), "--log-level", "warning"],
+            *(["--torch-threads", str(threads)] if opts.device == "cpu" else []),  # else: its default, 1
             *(["--processes", str(opts.processes)] if opts.processes is not None else []),
         ]
     if system == "floor":
