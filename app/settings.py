@@ -31,6 +31,21 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def _forward_on_cpu(device: str) -> bool:
+    return device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+
+
+def _default_processes(device: str) -> int:
+    """1 when the CPU runs the forward, else one per core up to 8 (docs/performance.md, "Processes").
+
+    A forward on the CPU wants every core as intra-op threads of one process: on 2 cores two processes
+    of one thread each served the default model 9% slower at concurrency 1, and ResNet-50's batch-1
+    forward takes twice as long on one thread. With an accelerator the forward costs the host nothing,
+    and one process's event loop is what caps the request rate.
+    """
+    return 1 if _forward_on_cpu(device) else max(1, min(8, _cores()))
+
+
 def _default_torch_threads(device: str, processes: int) -> int:
     """The CPU's cores shared among the processes when the CPU runs the forward; else 1.
 
@@ -38,8 +53,7 @@ def _default_torch_threads(device: str, processes: int) -> int:
     there, and its OpenMP team spin-waits after every batch (on the simulated device it doubled the CPU
     per request of the 640x480 JPEG workload).
     """
-    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
-    return max(1, _cores() // processes) if on_cpu else 1
+    return max(1, _cores() // processes) if _forward_on_cpu(device) else 1
 
 
 class Settings(BaseSettings):
@@ -50,11 +64,6 @@ class Settings(BaseSettings):
     # Server
     host: str = Field("127.0.0.1", description="interface to bind")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port)")
-    processes: int = Field(
-        default_factory=lambda: 1,  # the one place the default lives (to be chosen from measurements)
-        ge=1,
-        description="server processes sharing the port, each with its own models and threads",
-    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     log_format: Literal["json", "text"] = Field("json", description="one JSON object per log line, or plain text")
     # Models
@@ -95,7 +104,13 @@ class Settings(BaseSettings):
         DEFAULT_MAX_PIXELS, ge=1, description="largest decoded image, width x height (400 beyond)"
     )
     max_batch_files: int = Field(64, ge=1, description="most images in one /predict/batch request")
-    # Threads
+    # Processes and threads
+    processes: int = Field(
+        default_factory=lambda data: _default_processes(data.get("device", "auto")),
+        ge=1,
+        description="server processes sharing the port, each with its own models and threads; default 1 when "
+        "the CPU runs the forward, else one per core up to 8",
+    )
     workers: int = Field(
         default_factory=lambda data: max(1, min(4, _cores() // data.get("processes", 1))),
         ge=1,
