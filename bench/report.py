@@ -84,9 +84,10 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
         None if path is None else path["ratio"] <= 5.0,
     )
     for workload, section in results.get("simulated_device", {}).items():
-        best = max(section["points"], key=lambda p: p["ratio_to_ceiling"])
+        at_64 = [p for p in section["points"] if p["concurrency"] == 64] or section["points"]
+        best = max(at_64, key=lambda p: p["ratio_to_ceiling"])
         add(
-            f"{workload} c=64 on the simulated GPU: >= 0.8x the device ceiling",
+            f"{workload} c={best['concurrency']} on the simulated GPU: >= 0.8x the device ceiling",
             f"{best['ratio_to_ceiling']:.2f}x with {best['processes']} process(es); "
             f"{best['cores_for_80_percent']:.1f} cores needed",
             best["ratio_to_ceiling"] >= 0.8,

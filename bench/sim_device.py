@@ -3,7 +3,7 @@
 The simulated device (``app.simulated``) takes a forward's wall time from published fp16 ResNet-50
 figures and uses no CPU, so what limits the served rate here is the host: the CPU each request costs
 before and after the forward. Per workload this measures the device's ceiling (forward-only
-throughput at the batch sizes the server may form), then our server at one concurrency level for each
+throughput at the batch sizes the server may form), then our server at c=64 and c=256 for each
 ``--processes`` choice: the served rate against that ceiling, the server's CPU per request, and the
 cores a front end needs to keep the device 80% busy (0.8 x ceiling x CPU per request). The projection
 gives, per workload, the cores needed to feed devices of 5k, 10k and 20k images/s.
@@ -48,11 +48,15 @@ def measure_simulated_device(
     work_dir: Path,
     *,
     processes: list[int],
-    level: int = 64,
+    levels: tuple[int, ...] = (64, 256),
     seconds: float = 10.0,
     warmup_s: float = 3.0,
 ) -> dict[str, Any]:
-    """The device's ceiling, then one served point per ``processes`` choice; see the module docstring."""
+    """The device's ceiling, then a served point per ``processes`` choice and concurrency ``levels``.
+
+    c=64 is the goal's level; at c=256 there are enough requests in flight for the front end's CPU, not
+    the round trips, to bound the rate, which shows what more processes buy.
+    """
     ceiling = device_ceiling(workload, opts.max_batch_size)
     best = ceiling["best_images_per_s"]
     print(f"  simulated device: {best:.0f} img/s at batch {ceiling['best_batch_size']} (forward only)")
@@ -64,30 +68,35 @@ def measure_simulated_device(
         with serve("ours", workload, options, work_dir / "logs") as server:
             url, kind = server.predict_url, workload.content_type
             if warmup_s > 0:
-                loadgen.run_point(url, body, kind, level, warmup_s, server.pid)
+                loadgen.run_point(url, body, kind, levels[0], warmup_s, server.pid)
                 loadgen.wait_quiet(server.pid)
-            point = loadgen.run_point(url, body, kind, level, seconds, server.pid)
-        cpu_s = point.server_cpu_us_per_request / 1e6
-        row = {
-            "processes": count,
-            "concurrency": level,
-            "throughput": round(point.throughput, 1),
-            "ratio_to_ceiling": round(point.throughput / best, 3),
-            "p50_ms": point.latency_ms["p50"],
-            "p99_ms": point.latency_ms["p99"],
-            "errors": point.errors,
-            "server_cores": point.cpu.server,
-            "other_cores": point.cpu.other,
-            "cpu_us_per_request": point.server_cpu_us_per_request,
-            "cores_for_80_percent": round(TARGET_BUSY * best * cpu_s, 2),
-        }
-        rows.append(row)
-        print(
-            f"    processes {count}: {row['throughput']:.0f} req/s = {row['ratio_to_ceiling']:.2f}x the device, "
-            f"{row['cpu_us_per_request']:.0f} us CPU/request, {row['server_cores']:.2f} cores; "
-            f"{row['cores_for_80_percent']:.1f} cores would keep it 80% busy"
-        )
+            for level in levels:
+                point = loadgen.run_point(url, body, kind, level, seconds, server.pid)
+                loadgen.wait_quiet(server.pid)
+                rows.append(_row(count, level, point, best))
+                row = rows[-1]
+                print(
+                    f"    processes {count} c={level}: {row['throughput']:.0f} req/s = "
+                    f"{row['ratio_to_ceiling']:.2f}x the device, {row['cpu_us_per_request']:.0f} us CPU/request, "
+                    f"{row['server_cores']:.2f} cores; {row['cores_for_80_percent']:.1f} cores would keep it 80% busy"
+                )
     return {"workload": workload.name, "note": workload.note, "ceiling": ceiling, "points": rows}
+
+
+def _row(processes: int, level: int, point: loadgen.LoadPoint, ceiling: float) -> dict[str, Any]:
+    return {
+        "processes": processes,
+        "concurrency": level,
+        "throughput": round(point.throughput, 1),
+        "ratio_to_ceiling": round(point.throughput / ceiling, 3),
+        "p50_ms": point.latency_ms["p50"],
+        "p99_ms": point.latency_ms["p99"],
+        "errors": point.errors,
+        "server_cores": point.cpu.server,
+        "other_cores": point.cpu.other,
+        "cpu_us_per_request": point.server_cpu_us_per_request,
+        "cores_for_80_percent": round(TARGET_BUSY * ceiling * point.server_cpu_us_per_request / 1e6, 2),
+    }
 
 
 def projection(cpu_us_per_request: float, images_per_request: int = 1) -> dict[str, Any]:

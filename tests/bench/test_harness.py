@@ -69,10 +69,11 @@ def test_tiny_run_writes_sane_results(tmp_path: Path) -> None:
         assert floor_goal["met"] is (path["ratio"] <= 5.0)
     sim = results["simulated_device"]["small"]
     assert sim["ceiling"]["best_images_per_s"] > 0 and sim["ceiling"]["best_batch_size"] >= 1
-    assert [p["processes"] for p in sim["points"]] == [2]
-    [point] = sim["points"]
-    assert point["errors"] == 0 and point["throughput"] > 0 and point["cores_for_80_percent"] > 0
-    assert point["ratio_to_ceiling"] == pytest.approx(point["throughput"] / sim["ceiling"]["best_images_per_s"], 1e-2)
+    assert [(p["processes"], p["concurrency"]) for p in sim["points"]] == [(2, 64), (2, 256)]
+    for point in sim["points"]:
+        assert point["errors"] == 0 and point["throughput"] > 0 and point["cores_for_80_percent"] > 0
+        ceiling = sim["ceiling"]["best_images_per_s"]
+        assert point["ratio_to_ceiling"] == pytest.approx(point["throughput"] / ceiling, 1e-2)
     assert set(sim["projection"]["cores"]) == {"5000", "10000", "20000"}  # JSON keys
 
     [md_path] = out.glob("*.md")
