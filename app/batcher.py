@@ -82,6 +82,7 @@ class Batcher(Generic[T, R]):
         executor: Executor | None = None,
         on_batch: Callable[[BatchStats], None] | None = None,
         on_crash: Callable[[str], None] | None = None,
+        on_depth: Callable[[int], None] | None = None,
         name: str = "model",
     ) -> None:
         self.predict = predict
@@ -94,6 +95,7 @@ class Batcher(Generic[T, R]):
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix=f"forward-{name}")
         self._on_batch = on_batch
         self._on_crash = on_crash
+        self._on_depth = on_depth  # called with the queue depth after each request queued and batch taken
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -145,6 +147,8 @@ class Batcher(Generic[T, R]):
             self._queue.put_nowait(entry)
         except asyncio.QueueFull:
             raise Overloaded(f"model {self.name!r} has {self._queue.maxsize} requests queued; retry later") from None
+        if self._on_depth is not None:
+            self._on_depth(self._queue.qsize())
         # One timer per request, not wait_for (which wraps the future in another, per request).
         timer = loop.call_later(deadline - now, self._expire, entry.future)
         try:
@@ -166,6 +170,8 @@ class Batcher(Generic[T, R]):
             entries: list[Entry[T]] = []
             try:
                 await self._collect(entries)
+                if self._on_depth is not None:
+                    self._on_depth(self._queue.qsize())
                 batch, expired = collect_batch(entries, time.monotonic())
                 for entry in expired:
                     entry.future.set_exception(DeadlineExceeded(f"no result within the {self.timeout_s:g} s deadline"))

@@ -83,9 +83,9 @@ class Metrics:
         self._info[owner.model] = info
         self.model_info.labels(*info).set(1)
         queue_depth = self.queue_depth.labels(owner.model)
-        if self.multiprocess:  # a function cannot be read from another process: set at each batch's end
-            owner.update_depth = lambda: queue_depth.set(depth())
-            owner.update_depth()
+        if self.multiprocess:  # a function cannot be read from another process: set as the depth changes
+            owner.depth_gauge = queue_depth
+            queue_depth.set(depth())
         else:
             queue_depth.set_function(depth)
 
@@ -96,7 +96,7 @@ class Metrics:
         del self._owners[owner.model]
         info = self._info.pop(owner.model)
         if self.multiprocess:  # a series cannot leave the shared files: 0 = not served (by this process)
-            owner.update_depth = None
+            owner.depth_gauge = None
             self.model_info.labels(*info).set(0)
             self.queue_depth.labels(owner.model).set(0)
         else:
@@ -129,8 +129,8 @@ class ModelMetrics:
         self._inference = metrics.inference.labels(model)
         self._images = metrics.images.labels(model)
         self._info: tuple[str, ...] | None = None
-        #: Multiprocess mode, while this service's gauges are published: sets the queue depth from its batcher.
-        self.update_depth: Callable[[], None] | None = None
+        #: Multiprocess mode, while this service's gauges are published: its queue-depth series (``depth_changed``).
+        self.depth_gauge: Gauge | None = None
 
     def observe_batch(self, stats: BatchStats) -> None:
         """A ``Batcher`` ``on_batch`` hook: batch size, queue waits, inference time, images classified."""
@@ -140,14 +140,17 @@ class ModelMetrics:
         self._inference.observe(stats.inference_s)
         if stats.ok:
             self._images.inc(stats.size)
-        if self.update_depth is not None:
-            self.update_depth()
+
+    def depth_changed(self, depth: int) -> None:
+        """A ``Batcher`` ``on_depth`` hook: in multiprocess mode, the queue depth is written as it changes."""
+        if self.depth_gauge is not None:
+            self.depth_gauge.set(depth)
 
     def publish(self, info: ModelInfoLabels, depth: Callable[[], int]) -> None:
         """Publish ``model_info`` (1 = serving) with these labels and ``depth()`` as the queue depth.
 
-        In multiprocess mode the depth is read when published and as each batch ends (what queued
-        up during it), not at scrape time.
+        In multiprocess mode the depth is written when published and whenever it changes
+        (``depth_changed``), not read at scrape time.
         """
         self._metrics.publish(self, (self.model, *info.values()), depth)
 

@@ -131,6 +131,7 @@ class ModelService:
             executor=self._executors.forward,
             on_batch=metrics.observe_batch,
             on_crash=self.fail,
+            on_depth=metrics.depth_changed,
             name=self.name,
         )
         self._metrics, self._batcher = metrics, batcher

@@ -100,6 +100,29 @@ def test_idle_model_runs_a_lone_request_at_once_and_queues_the_rest_behind_it() 
     assert rec.batches == [[100], [0, 1, 2, 3, 4]]
 
 
+def test_on_depth_reports_the_queue_as_requests_queue_and_batches_take_them() -> None:
+    rec = Recorder()
+    rec.gate.clear()
+    depths: list[int] = []
+
+    async def main() -> None:
+        b = Batcher(rec, max_batch_size=8, on_depth=depths.append)
+        b.start()
+        try:
+            first = asyncio.ensure_future(b.submit(100))
+            await wait_until_running(rec)
+            later = [asyncio.ensure_future(b.submit(i)) for i in range(3)]
+            await eventually(lambda: b.depth == 3)
+            rec.gate.set()
+            await asyncio.gather(first, *later)
+        finally:
+            await b.stop()
+
+    run(main)
+    # queued 1, taken (0); queued 1, 2, 3 behind the running batch; taken (0)
+    assert depths == [1, 0, 1, 2, 3, 0]
+
+
 def test_max_wait_lets_a_partial_batch_fill() -> None:
     rec = Recorder()
 

@@ -92,12 +92,11 @@ def worker_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 def test_multiprocess_mode_reads_the_files_and_withdraws_to_0(worker_metrics: Metrics, tmp_path: Path) -> None:
     assert worker_metrics.multiprocess
     model = worker_metrics.for_model("m")
-    depth = 3
-    model.publish(ModelInfoLabels("resnet20", "cpu", "fp32", 16, True, "v1"), lambda: depth)
+    model.publish(ModelInfoLabels("resnet20", "cpu", "fp32", 16, True, "v1"), lambda: 3)
     m = (("model", "m"),)
     info = {k: v for k, v in samples(worker_metrics).items() if k[0] == "resnet_serve_model_info"}
     assert list(info.values()) == [1.0] and samples(worker_metrics)[("resnet_serve_queue_depth", m)] == 3
-    depth = 5  # the depth is read as each batch ends (no set_function across processes)
+    model.depth_changed(5)  # the batcher's on_depth hook (no set_function across processes)
     model.observe_batch(BatchStats(2, [0.001, 0.001], 0.01, ok=True))
     s = samples(worker_metrics)
     assert s[("resnet_serve_queue_depth", m)] == 5 and s[("resnet_serve_images_total", m)] == 2
@@ -105,8 +104,8 @@ def test_multiprocess_mode_reads_the_files_and_withdraws_to_0(worker_metrics: Me
     s = samples(worker_metrics)
     assert [v for k, v in s.items() if k[0] == "resnet_serve_model_info"] == [0.0]
     assert s[("resnet_serve_queue_depth", m)] == 0
-    depth = 9
-    model.observe_batch(BatchStats(1, [0.001], 0.01, ok=True))  # a retired service's batch: gauges stay its own
+    model.depth_changed(9)  # a retired service's batcher: the gauges are no longer its own
+    model.observe_batch(BatchStats(1, [0.001], 0.01, ok=True))
     assert samples(worker_metrics)[("resnet_serve_queue_depth", m)] == 0
     multiprocess.mark_process_dead(PID, str(tmp_path))  # the process died: its live gauges go, counts stay
     s = samples(worker_metrics)
