@@ -8,6 +8,7 @@ which overrides the defaults.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -21,14 +22,26 @@ from app.preprocess import DEFAULT_MAX_PIXELS
 from app.simulated import DEFAULT_LOCK_PATH, DEFAULT_T0_MS, DEFAULT_T1_MS
 from models.device import Precision
 
-__all__ = ["Settings", "TUNING"]
+__all__ = ["Settings", "TUNING", "available_cores"]
 
 #: Marks a field as an environment-only tuning knob (no command-line flag).
 TUNING: dict[str, Any] = {"tuning": True}
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+#: cgroup v2's CPU quota of this container: "max 100000" (none) or "<quota> <period>" in microseconds.
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def available_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """The cores this process may use: its CPU affinity, capped by a cgroup CPU quota (a container's CPU limit)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+    except (OSError, ValueError):
+        return cores
+    if quota == "max" or not quota.isdigit() or not period.isdigit() or int(period) == 0:
+        return cores
+    return max(1, min(cores, math.ceil(int(quota) / int(period))))
 
 
 def _forward_on_cpu(device: str) -> bool:
@@ -43,7 +56,7 @@ def _default_processes(device: str) -> int:
     forward takes twice as long on one thread. With an accelerator the forward costs the host nothing,
     and one process's event loop is what caps the request rate.
     """
-    return 1 if _forward_on_cpu(device) else max(1, min(8, _cores()))
+    return 1 if _forward_on_cpu(device) else max(1, min(8, available_cores()))
 
 
 def _default_torch_threads(device: str, processes: int) -> int:
@@ -53,7 +66,7 @@ def _default_torch_threads(device: str, processes: int) -> int:
     there, and its OpenMP team spin-waits after every batch (on the simulated device it doubled the CPU
     per request of the 640x480 JPEG workload).
     """
-    return max(1, _cores() // processes) if _forward_on_cpu(device) else 1
+    return max(1, available_cores() // processes) if _forward_on_cpu(device) else 1
 
 
 class Settings(BaseSettings):
@@ -112,7 +125,7 @@ class Settings(BaseSettings):
         "the CPU runs the forward, else one per core up to 8",
     )
     workers: int = Field(
-        default_factory=lambda data: max(1, min(4, _cores() // data.get("processes", 1))),
+        default_factory=lambda data: max(1, min(4, available_cores() // data.get("processes", 1))),
         ge=1,
         description="preprocessing threads (decode, resize) per process; default min(4, cores / processes)",
     )

@@ -68,3 +68,16 @@ def test_version_comes_from_the_package_metadata(capsys: pytest.CaptureFixture[s
 def test_invalid_values_are_rejected(argv: list[str]) -> None:
     with pytest.raises(ValueError):
         settings_from(argv)
+
+
+def test_cores_follow_a_container_cpu_limit(tmp_path: Path) -> None:
+    from app.settings import available_cores
+
+    cpu_max = tmp_path / "cpu.max"
+    available = available_cores(tmp_path / "absent")
+    cpu_max.write_text("max 100000\n")
+    assert available_cores(cpu_max) == available
+    cpu_max.write_text("150000 100000\n")  # 1.5 CPUs: two threads' worth
+    assert available_cores(cpu_max) == min(2, available)
+    cpu_max.write_text("50000 100000\n")
+    assert available_cores(cpu_max) == 1
