@@ -58,7 +58,10 @@ def _help(name: str, field: FieldInfo) -> str:
     """The field's description, its default (unless the description states it) and its environment twin."""
     parts = [field.description or name]
     if "default" not in parts[0]:
-        default = field.get_default(call_default_factory=True)
+        try:
+            default = field.get_default(call_default_factory=True)
+        except ValueError:  # a default computed from other settings: its description must state it
+            raise ValueError(f"the description of {name!r} must state its computed default") from None
         parts.append(f"default {default if default not in (None, []) else 'none'}")
     parts.append(f"env RESNET_SERVE_{name.upper()}")
     return "; ".join(parts).replace("%", "%%")  # argparse formats help with %

@@ -12,6 +12,7 @@ import io
 import logging
 import math
 import struct
+import zlib
 
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -111,15 +112,37 @@ def _load(image: Image.Image, spec: PreprocessingSpec) -> Image.Image:
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: PNG colour types without palette or alpha: 0 grey, 2 RGB; by the model's channels.
 _PNG_COLOUR_TYPE = {1: 0, 3: 2}
+#: Chunks that change nothing Pillow's path would make of the pixels. Anything else (eXIf or text chunks
+#: that may carry an orientation, transparency, palettes, animation) sends the image down Pillow's path.
+_PLAIN_PNG_CHUNKS = frozenset({b"IHDR", b"IDAT", b"IEND", b"sRGB", b"gAMA", b"cHRM", b"pHYs", b"tIME"})
+
+
+def _only_plain_chunks(data: bytes) -> bool:
+    """Every chunk intact (its CRC), of a kind in ``_PLAIN_PNG_CHUNKS``, and the file ends with IEND."""
+    offset = len(_PNG_SIGNATURE)
+    while offset + 12 <= len(data):
+        (length,) = struct.unpack_from(">I", data, offset)
+        kind = data[offset + 4 : offset + 8]
+        end = offset + 12 + length
+        if kind not in _PLAIN_PNG_CHUNKS or end > len(data):
+            return False
+        (crc,) = struct.unpack_from(">I", data, end - 4)
+        if zlib.crc32(data[offset + 4 : end - 4]) != crc:
+            return False
+        if kind == b"IEND":
+            return end == len(data)
+        offset = end
+    return False
 
 
 def plain_png_to_tensor(data: bytes, spec: PreprocessingSpec, *, max_pixels: int) -> Tensor | None:
     """An 8-bit grey (or RGB) PNG already at the model's channels and input size -> its pixels, by libpng.
 
     ``None`` for anything else (take ``image_bytes_to_tensor``). Judged from the fixed-layout IHDR
-    chunk alone, so Pillow is not involved: for a 28x28 PNG, Pillow's header parse and decode cost
-    three times libpng's decode through torchvision. Same pixels as the Pillow path (EXIF orientation
-    applied by both; tests/app/test_preprocess.py holds them equal).
+    chunk and the list of chunks (each CRC checked; only chunks that cannot change the pixels Pillow's
+    path makes, so no EXIF orientation, transparency or palette), so Pillow is not involved: for a
+    28x28 PNG, Pillow's header parse and decode cost three times libpng's decode through torchvision.
+    Same pixels as the Pillow path (tests/app/test_preprocess.py holds them equal).
     """
     size = spec.input_size
     if len(data) < 33 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR" or size * size > max_pixels:
@@ -129,11 +152,14 @@ def plain_png_to_tensor(data: bytes, spec: PreprocessingSpec, *, max_pixels: int
         return None
     if spec.resize_mode != "stretch" and spec.resize_size != size:  # resize_and_crop would change the pixels
         return None
+    if not _only_plain_chunks(data):
+        return None
     try:
-        tensor = decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8), apply_exif_orientation=True)
-    except RuntimeError as exc:
-        raise InvalidImage(f"corrupt or truncated PNG image: {exc}") from None
-    return tensor if tensor.shape == (spec.channels, size, size) else None  # e.g. a tRNS chunk became alpha
+        tensor = decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+    except RuntimeError:  # its message is libpng's and torchvision's source location: not for clients
+        log.debug("decode_png failed", exc_info=True)
+        raise InvalidImage("corrupt PNG image data") from None
+    return tensor if tensor.shape == (spec.channels, size, size) else None
 
 
 def image_bytes_to_tensor(data: bytes, spec: PreprocessingSpec, *, max_pixels: int) -> Tensor:

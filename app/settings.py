@@ -154,7 +154,9 @@ class Settings(BaseSettings):
         "1 when an accelerator runs the forward",
     )
     # Ops
-    api_key: str | None = Field(None, description="require 'Authorization: Bearer KEY' (not on health/ready/metrics)")
+    api_key: str | None = Field(
+        None, min_length=1, description="require 'Authorization: Bearer KEY' (not on health/ready/metrics)"
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="allowed CORS origins, comma-separated ('*' for any)"
     )

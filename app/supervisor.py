@@ -13,7 +13,8 @@ serves; it waits on the workers' exits and on signals:
 - SIGTERM or SIGINT: SIGTERM to every worker (each drains as a single process does); a second signal
   sends a second SIGTERM (stop at once). Exit status 0 when every worker drained cleanly, else 1.
 - a worker that dies after it was ready is restarted (its slot back to ``starting`` until the new one
-  is ready); one that fails during startup stops the others, and the parent exits 1.
+  is ready), up to ``MAX_RESTARTS`` times a minute per slot; one that fails during startup stops the
+  others, and the parent exits 1.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import signal
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
@@ -42,6 +44,10 @@ log = logging.getLogger("app.supervisor")
 
 #: A worker process's body: ``(index, settings, listening socket, board)``; it exits with its status.
 WorkerTarget = Callable[[int, Settings, socket.socket, ReadinessBoard], None]
+
+#: A worker slot restarted this many times within ``RESTART_WINDOW_S`` stops the service (exit 1).
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 60.0
 
 _METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's variable, read by the workers at import
 
@@ -62,11 +68,13 @@ def bind(host: str, port: int) -> socket.socket:
 def _worker_main(
     target: WorkerTarget, index: int, settings: Settings, sock: socket.socket, board: ReadinessBoard
 ) -> None:
-    """A worker process: SIGINT blocked, a drain if the supervisor dies, then ``target``.
+    """A worker process: in a process group of its own, SIGINT blocked, a drain if the supervisor dies, then ``target``.
 
-    A terminal's Ctrl-C reaches the whole process group and the supervisor forwards it as SIGTERM: the
-    worker's own SIGINT would make that a second signal, which stops it at once instead of draining.
+    A signal sent to the supervisor's whole process group (a terminal's Ctrl-C, ``kill -TERM -PGID``) is
+    forwarded by the supervisor as SIGTERM: had the worker received it too, the forwarded one would be a
+    second signal, which stops it at once instead of draining.
     """
+    os.setpgid(0, 0)  # a signal to the supervisor's process group (kill -TERM -PGID, tini -g) is forwarded once
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     parent = multiprocessing.parent_process()
     assert parent is not None
@@ -107,6 +115,7 @@ class Supervisor:
         self._metrics_dir: Path | None = None
         self._stops = 0  # SIGTERMs sent to the workers: 1 = drain, 2 = stop at once
         self._failed = False
+        self._restarts: dict[int, list[float]] = {}  # index -> monotonic times it was restarted
 
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT; 0 when every worker drained cleanly, 1 otherwise."""
@@ -185,8 +194,15 @@ class Supervisor:
             if code != 0:
                 self._failed = True
             log.log(logging.INFO if code == 0 else logging.ERROR, "worker exited", extra=fields)
-        elif phase in ("ready", "draining"):  # it had served: replace it
+        elif phase in ("ready", "draining") or index in self._restarts:  # it had served (or its slot had)
+            recent = [t for t in self._restarts.get(index, []) if time.monotonic() - t < RESTART_WINDOW_S]
+            if len(recent) >= MAX_RESTARTS:
+                log.critical("worker keeps dying; stopping", extra={**fields, "restarts": len(recent)})
+                self._failed = True
+                self._stop()
+                return
             log.error("worker died while serving; restarting it", extra=fields)
+            self._restarts[index] = [*recent, time.monotonic()]
             self.board.set(index, "starting")
             self._start(index)
         else:

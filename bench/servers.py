@@ -83,8 +83,11 @@ def _command(system: str, workload: Workload, port: int, opts: ServerOptions) ->
             *[sys.executable, "-m", "app"],
             *["--host", "127.0.0.1", "--port", str(port), "--weights-dir", str(workload.weights_dir)],
             *["--default-model", workload.model_name, "--device", opts.device, "--precision", opts.precision],
-            *["--workers", str(threads), "--max-batch-size", str(opts.max_batch_size), "--log-level", "warning"],
-            *(["--torch-threads", str(threads)] if opts.device == "cpu" else []),  # else: its default, 1
+            *["--max-batch-size", str(opts.max_batch_size), "--log-level", "warning"],
+            # On the CPU (one process unless given) its threads share the cores; elsewhere its defaults
+            # divide them among its processes, and run the forward's torch on one thread.
+            *(["--torch-threads", str(threads), "--workers", str(threads)] if opts.device == "cpu" else []),
+            *(["--workers", str(threads)] if opts.device != "cpu" and opts.processes is not None else []),
             *(["--processes", str(opts.processes)] if opts.processes is not None else []),
         ]
     if system == "floor":

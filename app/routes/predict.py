@@ -41,7 +41,7 @@ def parse_query(query_string: bytes) -> PredictQuery:
     if not query_string:
         return _DEFAULT_QUERY
     try:
-        return PredictQuery.model_validate(dict(parse_qsl(query_string.decode("latin-1"))))
+        return PredictQuery.model_validate(dict(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)))
     except ValidationError as exc:
         errors = [{**error, "loc": ("query", *error["loc"])} for error in exc.errors(include_url=False)]
         raise RequestValidationError(errors) from None

@@ -9,7 +9,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from app.errors import InvalidImage
 from app.preprocess import (
@@ -193,6 +193,34 @@ def test_a_png_at_the_input_size_decodes_to_the_same_pixels_as_through_pillow(mo
         assert torch.equal(served, prepare_image(image, spec))
 
 
+def rotated_exif() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90° clockwise to display
+    return exif.tobytes()
+
+
+def text_chunk() -> PngImagePlugin.PngInfo:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "hello")
+    return info
+
+
+def corrupt_last_idat_crc(data: bytes) -> bytes:
+    at = data.rindex(b"IDAT")
+    (length,) = struct.unpack(">I", data[at - 4 : at])
+    crc_at = at + 4 + length
+    return data[:crc_at] + bytes([data[crc_at] ^ 0xFF]) + data[crc_at + 1 :]
+
+
+def test_a_png_at_the_input_size_with_an_exif_orientation_is_turned_upright() -> None:
+    from models.preprocessing import prepare_image
+
+    gray = PreprocessingSpec(input_size=28, channels=1, resize_size=28, resize_mode="stretch")
+    image = Image.fromarray(np.random.default_rng(11).integers(0, 255, (28, 28), dtype=np.uint8))
+    served = image_bytes_to_tensor(encode(image, "PNG", exif=rotated_exif()), gray, max_pixels=MAX_PIXELS)
+    assert torch.equal(served, prepare_image(image.transpose(Image.Transpose.ROTATE_270), gray))
+
+
 def test_only_plain_pngs_at_the_input_size_take_the_libpng_path() -> None:
     gray = PreprocessingSpec(input_size=28, channels=1, resize_size=28, resize_mode="stretch")
     at_size = Image.new("L", (28, 28), 7)
@@ -205,6 +233,10 @@ def test_only_plain_pngs_at_the_input_size_take_the_libpng_path() -> None:
         "16-bit": encode(Image.fromarray(np.zeros((28, 28), dtype=np.uint16)), "PNG"),
         "JPEG": encode(at_size, "JPEG"),
         "too short": b"\x89PNG\r\n\x1a\n",
+        "an EXIF orientation": encode(at_size, "PNG", exif=rotated_exif()),
+        "a text chunk": encode(at_size, "PNG", pnginfo=text_chunk()),
+        "a chunk with a bad CRC": corrupt_last_idat_crc(encode(at_size, "PNG")),
+        "no IEND": encode(at_size, "PNG")[:-12],
     }
     for what, data in others.items():
         assert plain_png_to_tensor(data, gray, max_pixels=MAX_PIXELS) is None, what

@@ -145,6 +145,7 @@ ERROR_CASES = {
     "too-large-multipart": ("/predict", {"files": {"file": ("a.jpg", b"0" * 1_100_000, "image/jpeg")}}, 413),
     "top-k-zero": ("/predict?top_k=0", {"files": {"file": ("a.png", png_bytes(), "image/png")}}, 422),
     "top-k-text": ("/predict?top_k=many", {"files": {"file": ("a.png", png_bytes(), "image/png")}}, 422),
+    "top-k-blank": ("/predict?top_k=", {"files": {"file": ("a.png", png_bytes(), "image/png")}}, 422),
     "unknown-model-info": ("/models/nope", None, 404),
 }
 
