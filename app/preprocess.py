@@ -117,8 +117,12 @@ _PNG_COLOUR_TYPE = {1: 0, 3: 2}
 _PLAIN_PNG_CHUNKS = frozenset({b"IHDR", b"IDAT", b"IEND", b"sRGB", b"gAMA", b"cHRM", b"pHYs", b"tIME"})
 
 
+#: libpng fails on a bad CRC in these (a 400); in any other chunk it only warns, where Pillow fails.
+_CRITICAL_PNG_CHUNKS = frozenset({b"IHDR", b"IDAT", b"IEND"})
+
+
 def _only_plain_chunks(data: bytes) -> bool:
-    """Every chunk intact (its CRC), of a kind in ``_PLAIN_PNG_CHUNKS``, and the file ends with IEND."""
+    """Every chunk of a kind in ``_PLAIN_PNG_CHUNKS``, the ancillary ones intact, and the file ends with IEND."""
     offset = len(_PNG_SIGNATURE)
     while offset + 12 <= len(data):
         (length,) = struct.unpack_from(">I", data, offset)
@@ -126,8 +130,9 @@ def _only_plain_chunks(data: bytes) -> bool:
         end = offset + 12 + length
         if kind not in _PLAIN_PNG_CHUNKS or end > len(data):
             return False
-        (crc,) = struct.unpack_from(">I", data, end - 4)
-        if zlib.crc32(data[offset + 4 : end - 4]) != crc:
+        if kind not in _CRITICAL_PNG_CHUNKS and zlib.crc32(data[offset + 4 : end - 4]) != int.from_bytes(
+            data[end - 4 : end]
+        ):
             return False
         if kind == b"IEND":
             return end == len(data)

@@ -212,6 +212,13 @@ def corrupt_last_idat_crc(data: bytes) -> bytes:
     return data[:crc_at] + bytes([data[crc_at] ^ 0xFF]) + data[crc_at + 1 :]
 
 
+def with_gamma_chunk(data: bytes, *, crc_ok: bool) -> bytes:
+    """``data`` with a gAMA chunk after IHDR (8 + 25 bytes in), its CRC right or wrong."""
+    body = b"gAMA" + struct.pack(">I", 45455)
+    crc = zlib.crc32(body) ^ (0 if crc_ok else 1)
+    return data[:33] + struct.pack(">I", 4) + body + struct.pack(">I", crc) + data[33:]
+
+
 def test_a_png_at_the_input_size_with_an_exif_orientation_is_turned_upright() -> None:
     from models.preprocessing import prepare_image
 
@@ -235,12 +242,18 @@ def test_only_plain_pngs_at_the_input_size_take_the_libpng_path() -> None:
         "too short": b"\x89PNG\r\n\x1a\n",
         "an EXIF orientation": encode(at_size, "PNG", exif=rotated_exif()),
         "a text chunk": encode(at_size, "PNG", pnginfo=text_chunk()),
-        "a chunk with a bad CRC": corrupt_last_idat_crc(encode(at_size, "PNG")),
+        "a gAMA chunk with a bad CRC": with_gamma_chunk(encode(at_size, "PNG"), crc_ok=False),
         "no IEND": encode(at_size, "PNG")[:-12],
     }
     for what, data in others.items():
         assert plain_png_to_tensor(data, gray, max_pixels=MAX_PIXELS) is None, what
     assert plain_png_to_tensor(encode(at_size, "PNG"), gray, max_pixels=28 * 28 - 1) is None  # the pixel limit
+    assert (
+        plain_png_to_tensor(with_gamma_chunk(encode(at_size, "PNG"), crc_ok=True), gray, max_pixels=MAX_PIXELS)
+        is not None
+    )
+    with pytest.raises(InvalidImage, match="corrupt PNG"):  # libpng checks the critical chunks' CRCs itself
+        plain_png_to_tensor(corrupt_last_idat_crc(encode(at_size, "PNG")), gray, max_pixels=MAX_PIXELS)
     cropping = PreprocessingSpec(input_size=28, channels=1, resize_size=32)  # resize 32, crop 28: not as stored
     assert plain_png_to_tensor(encode(at_size, "PNG"), cropping, max_pixels=MAX_PIXELS) is None
 
