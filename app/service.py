@@ -200,7 +200,7 @@ class ModelService:
         pool, loop = self._executors.preprocess, asyncio.get_running_loop()
         if s.inline_decode_max_pixels <= 0 or len(data) > TINY_IMAGE_MAX_BYTES:
             return await loop.run_in_executor(pool, partial(engine.preprocess, data, max_pixels=s.max_image_pixels))
-        channels, height, width = engine.input_shape
+        _, height, width = engine.input_shape
         if height * width <= s.inline_decode_max_pixels:
             tensor = engine.decode_plain_png(data, max_pixels=s.max_image_pixels)
             if tensor is not None:

@@ -67,9 +67,7 @@ def _points(source: Path | None, args: argparse.Namespace, workload: Any, body: 
     opts = ServerOptions(threads=threads, max_batch_size=args.max_batch_size, cpus=server_cpus)
     with serve("ours", workload, opts, args.work_dir / "logs", source=source) as server:
         url, kind = server.predict_url, workload.content_type
-        if args.warmup > 0:
-            loadgen.run_point(url, body, kind, 8, args.warmup, server.pid, cpus=wrk_cpus)
-            loadgen.wait_quiet(server.pid)
+        loadgen.warm_up(url, body, kind, 8, args.warmup, server.pid, cpus=wrk_cpus)
         points = {}
         for level in args.concurrency:
             point = loadgen.run_point(url, body, kind, level, args.duration, server.pid, cpus=wrk_cpus)

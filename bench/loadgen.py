@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench import cpu
 
-__all__ = ["LUA_SCRIPT", "LoadPoint", "find_wrk", "json_body", "multipart_body", "run_point"]
+__all__ = ["LUA_SCRIPT", "LoadPoint", "find_wrk", "json_body", "multipart_body", "run_point", "wait_quiet", "warm_up"]
 
 LUA_SCRIPT = Path(__file__).with_name("post_image.lua")
 MARKER = "BENCH_JSON "
@@ -130,6 +130,21 @@ def run_point(
     return LoadPoint(
         concurrency, round(seconds, 3), data["requests"], errors, data["errors"], throughput, lat, usage, per_request
     )
+
+
+def warm_up(
+    url: str,
+    body_file: Path,
+    content_type: str,
+    concurrency: int,
+    duration_s: float,
+    server_pid: int,
+    cpus: tuple[int, ...] | None = None,
+) -> None:
+    """Unrecorded load for ``duration_s`` (none when 0), then ``wait_quiet``: a server ready to be measured."""
+    if duration_s > 0:
+        run_point(url, body_file, content_type, concurrency, duration_s, server_pid, cpus=cpus)
+        wait_quiet(server_pid)
 
 
 def wait_quiet(server_pid: int, *, idle_cores: float = 0.25, window_s: float = 0.25, timeout_s: float = 60.0) -> float:

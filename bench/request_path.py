@@ -26,13 +26,9 @@ def _point(
 ) -> Any:
     wrk_cpus = cpu.pin_plan()[1]
     with serve(system, workload, opts, body.parent / "logs") as server:
-        if warmup_s > 0:
-            url, kind = server.predict_url, workload.content_type
-            loadgen.run_point(url, body, kind, level, warmup_s, server.pid, cpus=wrk_cpus)
-            loadgen.wait_quiet(server.pid)
-        return loadgen.run_point(
-            server.predict_url, body, workload.content_type, level, seconds, server.pid, cpus=wrk_cpus
-        )
+        url, kind = server.predict_url, workload.content_type
+        loadgen.warm_up(url, body, kind, level, warmup_s, server.pid, cpus=wrk_cpus)
+        return loadgen.run_point(url, body, kind, level, seconds, server.pid, cpus=wrk_cpus)
 
 
 def measure_request_path(

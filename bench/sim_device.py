@@ -67,14 +67,12 @@ def measure_simulated_device(
         options = replace(opts, device="sim", precision="fp16", processes=count)
         with serve("ours", workload, options, work_dir / "logs") as server:
             url, kind = server.predict_url, workload.content_type
-            if warmup_s > 0:
-                loadgen.run_point(url, body, kind, levels[0], warmup_s, server.pid)
-                loadgen.wait_quiet(server.pid)
+            loadgen.warm_up(url, body, kind, levels[0], warmup_s, server.pid)
             for level in levels:
                 point = loadgen.run_point(url, body, kind, level, seconds, server.pid)
                 loadgen.wait_quiet(server.pid)
-                rows.append(_row(count, level, point, best))
-                row = rows[-1]
+                row = _row(count, level, point, best)
+                rows.append(row)
                 print(
                     f"    processes {count} c={level}: {row['throughput']:.0f} req/s = "
                     f"{row['ratio_to_ceiling']:.2f}x the device, {row['cpu_us_per_request']:.0f} us CPU/request, "
