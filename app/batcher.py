@@ -5,8 +5,13 @@ new requests queue up and form the next batch, up to ``max_batch_size``. ``max_w
 holds a partial batch a little longer to let it fill. The forward runs in a dedicated thread so the
 event loop keeps accepting and preprocessing requests meanwhile. After a batch, each future is
 resolved on its own: a result, or the error of its own batch; requests whose deadline passed or
-whose client went away are dropped before the forward. ``drain()`` waits until everything queued
-has been answered, so a model can be retired without failing a request.
+whose client went away are dropped before the forward.
+
+Capacity is reserved before the work that leads to a submit: ``reserve(n)`` takes ``n`` of the
+``max_queue`` slots at once or none (503), so a request is refused before its images are decoded, and
+a ``/predict/batch`` either gets a slot for every image or is refused whole. The batcher also keeps
+what a watchdog needs: how long the current batch has been running (``stalled_s``) and how many
+batches in a row have failed (``consecutive_failures``).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any, Generic, TypeVar
 from app import request_log
 from app.errors import DeadlineExceeded, InferenceFailed, Overloaded
 
-__all__ = ["Batcher", "Entry", "BatchStats", "collect_batch"]
+__all__ = ["Batcher", "Entry", "BatchStats", "Slots", "collect_batch"]
 
 log = logging.getLogger("app.batcher")
 
@@ -68,12 +73,41 @@ def collect_batch(entries: Sequence[Entry[T]], now: float) -> tuple[list[Entry[T
     return live, expired
 
 
+class Slots:
+    """Slots reserved for a request (``Batcher.reserve``): each ``submit`` uses one, ``close`` frees the rest."""
+
+    def __init__(self, batcher: Batcher[Any, Any], count: int) -> None:
+        self._batcher = batcher
+        self.left = count
+
+    def __enter__(self) -> Slots:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def use(self) -> None:
+        """One reserved slot becomes a queued entry."""
+        if self.left <= 0:
+            raise RuntimeError("no reserved slot left")
+        self.left -= 1
+        self._batcher._reserved -= 1
+
+    def close(self) -> None:
+        """Free the slots not used."""
+        self._batcher._reserved -= self.left
+        self.left = 0
+
+
 class Batcher(Generic[T, R]):
-    """Feeds ``predict(list[item]) -> list[result]`` with batches formed from concurrent ``submit`` calls."""
+    """Feeds ``predict(list[item]) -> list[result]`` with batches formed from concurrent ``submit`` calls.
+
+    A result may be an exception: that item's request fails with it, its batch-mates do not.
+    """
 
     def __init__(
         self,
-        predict: Callable[[list[T]], list[R]],
+        predict: Callable[[list[T]], Sequence[R | BaseException]],
         *,
         max_batch_size: int = 32,
         max_wait_s: float = 0.0,
@@ -90,7 +124,12 @@ class Batcher(Generic[T, R]):
         self.max_wait_s = max_wait_s
         self.timeout_s = timeout_s
         self.name = name
-        self._queue: asyncio.Queue[Entry[T]] = asyncio.Queue(maxsize=max_queue)
+        self.max_queue = max_queue
+        self._queue: asyncio.Queue[Entry[T]] = asyncio.Queue()  # bounded by reserve(): queued + reserved
+        self._reserved = 0
+        self._running_since: float | None = None
+        #: Batches in a row whose forward failed (0 after any batch that ran).
+        self.consecutive_failures = 0
         self._own_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix=f"forward-{name}")
         self._on_batch = on_batch
@@ -102,6 +141,22 @@ class Batcher(Generic[T, R]):
     def depth(self) -> int:
         """Requests queued and not yet in a running batch."""
         return self._queue.qsize()
+
+    @property
+    def full(self) -> bool:
+        """No slot left: a request arriving now would be refused."""
+        return self._queue.qsize() + self._reserved >= self.max_queue
+
+    def reserve(self, count: int) -> Slots:
+        """``count`` queue slots for one request, all or none: 503 when they are not free."""
+        if self._queue.qsize() + self._reserved + count > self.max_queue:
+            raise Overloaded(f"model {self.name!r} has {self.max_queue} requests queued; retry later")
+        self._reserved += count
+        return Slots(self, count)
+
+    def stalled_s(self, now: float) -> float:
+        """How long the batch now running (or waiting for the forward thread) has taken; 0 when none runs."""
+        return 0.0 if self._running_since is None else now - self._running_since
 
     def start(self) -> None:
         """Start the loop task (in the running event loop)."""
@@ -131,8 +186,9 @@ class Batcher(Generic[T, R]):
         if self._own_executor:
             self._executor.shutdown(wait=False)
 
-    async def submit(self, item: T, *, deadline: float | None = None) -> R:
-        """Queue ``item`` and wait for its result; 503 when the queue is full, 504 past the deadline.
+    async def submit(self, item: T, *, deadline: float | None = None, slots: Slots | None = None) -> R:
+        """Queue ``item`` in one of ``slots`` (default: reserve one now) and wait for its result; 503 when no
+        slot is free, 504 past the deadline.
 
         ``deadline`` is a ``time.monotonic()`` instant (default: now + ``timeout_s``). The batch size and
         the queue and inference times go to the current request's log (``app.request_log``).
@@ -142,11 +198,11 @@ class Batcher(Generic[T, R]):
         deadline = now + self.timeout_s if deadline is None else deadline
         if deadline <= now:  # spent before it got here (e.g. a slow upload): no queue slot for it
             raise DeadlineExceeded(f"no result within the {self.timeout_s:g} s deadline")
+        if slots is None:
+            slots = self.reserve(1)
+        slots.use()
         entry = Entry(item, loop.create_future(), now, deadline)
-        try:
-            self._queue.put_nowait(entry)
-        except asyncio.QueueFull:
-            raise Overloaded(f"model {self.name!r} has {self._queue.maxsize} requests queued; retry later") from None
+        self._queue.put_nowait(entry)
         if self._on_depth is not None:
             self._on_depth(self._queue.qsize())
         # One timer per request, not wait_for (which wraps the future in another, per request).
@@ -208,29 +264,32 @@ class Batcher(Generic[T, R]):
         for entry in batch:
             entry.batch_size, entry.started_at = len(batch), started
         stats = BatchStats(len(batch), [started - entry.queued_at for entry in batch])
+        self._running_since = started
         try:
-            outputs: list[Any] = await loop.run_in_executor(
+            outputs: Sequence[Any] = await loop.run_in_executor(
                 self._executor, self.predict, [entry.item for entry in batch]
             )
             if len(outputs) != len(batch):
                 raise RuntimeError(f"predict returned {len(outputs)} results for {len(batch)} inputs")
-            results: list[Any] | None = outputs
+            results: Sequence[Any] | None = outputs
         except asyncio.CancelledError:
             for entry in batch:
                 if not entry.future.done():
                     entry.future.set_exception(InferenceFailed("the service shut down during this request's batch"))
             raise
-        except Exception as exc:
+        except Exception:
             log.exception("batch of %d for model %r failed", len(batch), self.name)
             stats.ok, results = False, None
-            detail = f"inference failed: {type(exc).__name__}: {exc}"
+        finally:
+            self._running_since = None
+        self.consecutive_failures = 0 if stats.ok else self.consecutive_failures + 1
         finished = time.monotonic()
         stats.inference_s = finished - started
         for i, entry in enumerate(batch):
             entry.finished_at = finished
             if entry.future.done():  # the client went away or its deadline passed meanwhile
                 continue
-            result = results[i] if results is not None else InferenceFailed(detail)
+            result = results[i] if results is not None else InferenceFailed("inference failed for this batch")
             if isinstance(result, BaseException):
                 entry.future.set_exception(result)
             else:

@@ -170,6 +170,8 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=int(settings.timeout_s) + 5,
         server_header=False,
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=settings.keep_alive_s,
     )
     server = DrainingServer(config, registry.drain, settings.drain_grace_s)
     server.run(sockets=sockets)

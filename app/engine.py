@@ -8,6 +8,7 @@ precision and memory format, and come back as softmax top-k lists.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,11 +18,22 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from app.preprocess import DEFAULT_MAX_PIXELS, image_bytes_to_tensor, image_to_tensor, plain_png_to_tensor
+from app.errors import InferenceFailed
+from app.preprocess import (
+    DEFAULT_MAX_PIXELS,
+    DecodeLimits,
+    PixelBudget,
+    image_bytes_to_tensor,
+    image_to_tensor,
+    plain_png_to_tensor,
+)
 from models import CheckpointMetadata, load_checkpoint
 from models.device import precision_name, resolve_precision
 from models.fuse import fold_batchnorm
 from models.preprocessing import normalize
+
+#: ``app.preprocess``'s default limits (what ``Engine.preprocess`` applies unless told otherwise).
+DEFAULT_LIMITS = DecodeLimits()
 
 __all__ = ["Engine", "candidate_batch_sizes", "pick_batch_cap"]
 
@@ -87,13 +99,15 @@ class Engine:
         """``size`` black uint8 images of the model's input shape (warm-up and timing input)."""
         return torch.zeros((size, *self.input_shape), dtype=torch.uint8)
 
-    def preprocess(self, data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
-        """Image bytes -> uint8 (C, H, W) tensor on the CPU (raises ``InvalidImage``)."""
-        return image_bytes_to_tensor(data, self.metadata.preprocessing, max_pixels=max_pixels)
+    def preprocess(
+        self, data: bytes, *, limits: DecodeLimits = DEFAULT_LIMITS, budget: PixelBudget | None = None
+    ) -> Tensor:
+        """Image bytes -> uint8 (C, H, W) tensor on the CPU (raises ``InvalidImage``, ``DecodeBudgetExceeded``)."""
+        return image_bytes_to_tensor(data, self.metadata.preprocessing, limits=limits, budget=budget)
 
-    def decode(self, image: Image.Image) -> Tensor:
+    def decode(self, image: Image.Image, *, budget: PixelBudget | None = None) -> Tensor:
         """An image opened by ``app.preprocess.open_image`` -> uint8 (C, H, W) tensor."""
-        return image_to_tensor(image, self.metadata.preprocessing)
+        return image_to_tensor(image, self.metadata.preprocessing, budget=budget)
 
     def decode_plain_png(self, data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor | None:
         """A PNG already in the model's input format -> its pixels; ``None`` for any other image."""
@@ -126,10 +140,23 @@ class Engine:
             out.append([{"label": labels[i], "index": i, "score": s} for s, i in pairs])
         return out
 
-    def infer(self, items: list[tuple[Tensor, int]]) -> list[list[dict[str, Any]]]:
-        """What the batcher runs: (image, top_k) pairs -> predictions, in order."""
+    def infer(self, items: list[tuple[Tensor, int]]) -> list[list[dict[str, Any]] | InferenceFailed]:
+        """What the batcher runs: (image, top_k) pairs -> predictions, in order.
+
+        An image whose scores are not finite (NaN or infinite logits, e.g. broken weights or an fp16
+        overflow, make its whole softmax row NaN) gets an ``InferenceFailed`` of its own; when no image of
+        the batch has finite scores, the batch fails.
+        """
         probs = self.predict([image for image, _ in items])
-        return self.postprocess(probs, [top_k for _, top_k in items])
+        predictions = self.postprocess(probs, [top_k for _, top_k in items])
+        bad = sum(1 for p in predictions if not math.isfinite(p[0]["score"]))
+        if not bad:
+            return list(predictions)
+        if bad == len(items):
+            raise InferenceFailed(f"the model produced non-finite scores for all {bad} images of the batch")
+        log.error("the model produced non-finite scores for %d of %d images", bad, len(items))
+        failed = InferenceFailed("the model produced non-finite scores for this image")
+        return [p if math.isfinite(p[0]["score"]) else failed for p in predictions]
 
     def warmup(self, max_batch_size: int, *, autotune: bool = True, rounds: int = 3) -> int:
         """Run every batch size the batcher may form; with ``autotune``, cap batches at the best one.

@@ -15,11 +15,15 @@ __all__ = [
     "InvalidImage",
     "UnknownModel",
     "PayloadTooLarge",
+    "DecodeBudgetExceeded",
+    "BodyTimeout",
+    "BytesBudgetExhausted",
     "UnsupportedMediaType",
     "BadRequest",
     "Unauthorized",
     "NotReady",
     "Overloaded",
+    "Stalled",
     "DeadlineExceeded",
     "InferenceFailed",
     "install_error_handlers",
@@ -27,10 +31,12 @@ __all__ = [
 
 
 class ServeError(Exception):
-    """Base class: ``status`` is the HTTP status, the message the ``detail``."""
+    """Base class: ``status`` is the HTTP status, the message the ``detail``; ``reason`` labels
+    ``resnet_serve_rejected_total`` (``None``: not a rejection, e.g. a failed forward)."""
 
     status: int = 500
     headers: dict[str, str] | None = None
+    reason: str | None = None
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -41,10 +47,13 @@ class BadRequest(ServeError):
     """The request is malformed (e.g. multipart without the ``file`` field)."""
 
     status = 400
+    reason = "bad_request"
 
 
 class InvalidImage(BadRequest):
     """The bytes are not a decodable image, are truncated, or are too large once decoded."""
+
+    reason = "bad_image"
 
 
 class Unauthorized(ServeError):
@@ -52,6 +61,7 @@ class Unauthorized(ServeError):
 
     status = 401
     headers = {"WWW-Authenticate": "Bearer"}
+    reason = "unauthorized"
 
 
 class UnknownModel(ServeError):
@@ -64,12 +74,27 @@ class PayloadTooLarge(ServeError):
     """The request body exceeds ``--max-upload-mb``."""
 
     status = 413
+    reason = "too_large"
+
+
+class DecodeBudgetExceeded(PayloadTooLarge):
+    """The images of one request would decode to more pixels than ``--max-request-pixels``."""
+
+
+class BodyTimeout(ServeError):
+    """The client sent its body slower than ``--min-upload-rate-kb`` or not within the deadline; the
+    connection is closed after this answer."""
+
+    status = 408
+    headers = {"Connection": "close"}
+    reason = "body_timeout"
 
 
 class UnsupportedMediaType(ServeError):
     """The body is neither multipart nor ``image/*``."""
 
     status = 415
+    reason = "bad_request"
 
 
 class InferenceFailed(ServeError):
@@ -85,21 +110,45 @@ class NotReady(ServeError):
     headers = {"Retry-After": "1"}
 
 
+class Stalled(ServeError):
+    """Liveness: a model's batch has been running far longer than any should (a hung forward)."""
+
+    status = 503
+
+
 class Overloaded(ServeError):
     """The model's queue is full."""
 
     status = 503
     headers = {"Retry-After": "1"}
+    reason = "queue_full"
+
+
+class BytesBudgetExhausted(Overloaded):
+    """The request bodies in flight already hold ``--max-body-bytes-in-flight-mb``; refused before reading."""
+
+    headers = {"Retry-After": "1", "Connection": "close"}
+    reason = "bytes_budget"
 
 
 class DeadlineExceeded(ServeError):
     """The request did not get its result within ``--timeout-s``."""
 
     status = 504
+    reason = "deadline"
+
+
+def _count_rejection(request: Request, reason: str) -> None:
+    """``resnet_serve_rejected_total{reason}`` += 1, in an app with metrics (``app.state.metrics``)."""
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.reject(reason)
 
 
 async def _serve_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServeError)
+    if exc.reason is not None:
+        _count_rejection(request, exc.reason)
     return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
 
 
@@ -108,6 +157,7 @@ CLIENT_CLOSED_REQUEST = 499
 
 
 async def _client_disconnected(request: Request, exc: Exception) -> Response:
+    _count_rejection(request, "disconnected")
     log.debug("client disconnected before %s %s was read", request.method, request.url.path)
     return Response(status_code=CLIENT_CLOSED_REQUEST)  # nobody reads it; it only labels the metrics
 

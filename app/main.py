@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
+from app.admission import ByteBudget
 from app.devices import resolve_serving_device
 from app.errors import install_error_handlers
 from app.executors import Executors
@@ -95,6 +96,7 @@ def create_app(
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.registry = registry
+    app.state.byte_budget = ByteBudget(settings.body_budget_bytes)
     install_error_handlers(app)
     app.include_router(predict.router)
     app.include_router(models.router)

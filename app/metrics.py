@@ -18,9 +18,21 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from app.batcher import BatchStats
 
-__all__ = ["Metrics", "ModelInfoLabels", "ModelMetrics", "CONTENT_TYPE_LATEST"]
+__all__ = ["REJECTION_REASONS", "Metrics", "ModelInfoLabels", "ModelMetrics", "CONTENT_TYPE_LATEST"]
 
 _LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+#: The ``reason`` label values of ``resnet_serve_rejected_total`` (``app.errors``'s ``ServeError.reason``).
+REJECTION_REASONS = (
+    "queue_full",
+    "bytes_budget",
+    "deadline",
+    "body_timeout",
+    "too_large",
+    "bad_image",
+    "bad_request",
+    "unauthorized",
+    "disconnected",
+)
 _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
@@ -69,8 +81,15 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemax",
         )
+        self.rejected = Counter("resnet_serve_rejected", "requests refused, by reason", ["reason"], registry=r)
+        for reason in REJECTION_REASONS:  # every reason exported from the start, at 0
+            self.rejected.labels(reason)
         self._owners: dict[str, ModelMetrics] = {}  # model -> the service whose gauges are published
         self._info: dict[str, tuple[str, ...]] = {}  # model -> its model_info label values
+
+    def reject(self, reason: str) -> None:
+        """Count one request refused for ``reason`` (one of ``REJECTION_REASONS``)."""
+        self.rejected.labels(reason).inc()
 
     def for_model(self, model: str) -> ModelMetrics:
         """The families' children labelled with ``model``, for the service that serves it."""

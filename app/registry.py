@@ -56,9 +56,25 @@ class ModelRegistry:
 
     @property
     def ready(self) -> bool:
-        """Every model was loaded and warmed, the default one still serves, and the service is not draining."""
+        """Every model was loaded and warmed, the default one still serves, none is failing, not draining."""
+        return self.not_ready_reason() is None
+
+    def not_ready_reason(self) -> str | None:
+        """Why the service should get no traffic now; ``None`` when it is ready."""
+        if self.state != "ready":
+            return f"service is {self.state}"
         default = self.services.get(self.default) if self.default is not None else None
-        return self.state == "ready" and default is not None and default.state is ModelState.READY
+        if default is None or default.state is not ModelState.READY:
+            return f"the default model {self.default!r} is {default.state if default else 'not loaded'}"
+        failing = sorted(name for name, service in self.services.items() if service.failing)
+        if failing:
+            return f"the last batches of model(s) {failing} all failed"
+        return None
+
+    def stalled(self, now: float, bound_s: float) -> dict[str, float]:
+        """Models whose current batch has been running (or waiting for the forward thread) over ``bound_s``."""
+        stalls = {name: service.stalled_s(now) for name, service in self.services.items()}
+        return {name: round(seconds, 1) for name, seconds in stalls.items() if seconds > bound_s}
 
     def mark_ready(self) -> bool:
         """Startup succeeded: ``starting`` -> ``ready``; False (no change) if draining or failed meanwhile."""

@@ -7,9 +7,10 @@ state and its version (the checkpoint file's content hash). A service is created
 what is left): each on its own, so one version can be warmed beside another and swapped in.
 
 A request holds ``admitted()`` from the moment it is routed to the service until it is answered, and
-calls ``classify(data, top_k, deadline)`` for each image:
+calls ``classify(images, top_k, deadline, lease)`` with its images' bytes:
 
-    bytes --decode/resize (inline when tiny, else a worker thread)--> uint8 tensor
+    reserve a queue slot per image (503 when there are not enough)
+    bytes --decode/resize (inline when tiny, else a worker thread)--> uint8 tensor; bytes released
           --batcher (queue, batch, forward thread)--> top-k predictions
 """
 
@@ -23,25 +24,29 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
 from app import request_log
-from app.batcher import Batcher
+from app.admission import BodyLease
+from app.batcher import Batcher, Slots
 from app.devices import ServingDevice, load_engine
 from app.engine import Engine
-from app.errors import NotReady
+from app.errors import DeadlineExceeded, NotReady, Overloaded
 from app.executors import Executors
+from app.image_header import peek_header
 from app.metrics import Metrics, ModelInfoLabels, ModelMetrics
-from app.preprocess import TINY_IMAGE_MAX_BYTES, open_image
+from app.preprocess import PixelBudget
 from app.settings import Settings
 
 __all__ = ["ModelService", "ModelState", "Predictions", "file_version"]
 
 log = logging.getLogger("app.service")
+
+#: Largest upload the event loop decodes itself (a tiny image of any format fits; see ``_preprocess``).
+INLINE_MAX_BYTES = 16 * 1024
 
 #: Per image: ``{"label", "index", "score"}`` dicts, best first (``PredictResponse.predictions``).
 Predictions = list[dict[str, Any]]
@@ -93,6 +98,7 @@ class ModelService:
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._limits = settings.decode_limits
 
     def load(self) -> None:
         """Hash the file, load the weights, warm every batch size up (blocking: run it in a loader thread).
@@ -177,39 +183,94 @@ class ModelService:
             if not self._in_flight:
                 self._idle.set()
 
-    async def classify(self, data: bytes, top_k: int, deadline: float) -> Predictions:
-        """Decode, resize, batch, infer: the top ``top_k`` classes of one image (``deadline``: monotonic)."""
+    def check_capacity(self) -> None:
+        """503 now, before the body is read, when the model's queue has no slot left."""
+        if self._batcher is not None and self._batcher.full:
+            raise Overloaded(f"model {self.name!r} has {self._batcher.max_queue} requests queued; retry later")
+
+    async def classify(
+        self, images: list[bytes], top_k: int, deadline: float, lease: BodyLease | None = None
+    ) -> list[Predictions]:
+        """The top ``top_k`` classes of each image, in order (``deadline``: a ``time.monotonic()`` instant).
+
+        Takes the bytes out of ``images`` (the list is emptied) so that each image's bytes are dropped, and
+        given back to ``lease``, as soon as it is decoded. A queue slot for every image is reserved before
+        any is decoded (503 when there are not enough); the images' decoded pixels are spent from one
+        ``PixelBudget`` (413 beyond ``--max-request-pixels``). The first image that fails fails the request
+        and cancels the rest.
+        """
         batcher, metrics = self._batcher, self._metrics
         if batcher is None or metrics is None or self.state not in (ModelState.READY, ModelState.DRAINING):
             raise NotReady(f"model {self.name!r} is {self.state}")
+        budget = PixelBudget(self._settings.max_request_pixels)
+        uploads = images[:]
+        images.clear()
+        with batcher.reserve(len(uploads)) as slots:
+            if len(uploads) == 1:
+                return [await self._classify_one(uploads.pop(), top_k, deadline, lease, budget, slots)]
+            try:
+                async with asyncio.TaskGroup() as group:
+                    jobs = [
+                        group.create_task(self._classify_one(uploads.pop(0), top_k, deadline, lease, budget, slots))
+                        for _ in range(len(uploads))
+                    ]
+            except BaseExceptionGroup as failed:
+                raise failed.exceptions[0] from None
+            return [job.result() for job in jobs]
+
+    async def _classify_one(
+        self,
+        data: bytes,
+        top_k: int,
+        deadline: float,
+        lease: BodyLease | None,
+        budget: PixelBudget,
+        slots: Slots,
+    ) -> Predictions:
+        """Decode and resize, drop the bytes, then batch and infer one image."""
+        batcher, metrics = self._batcher, self._metrics
+        assert batcher is not None and metrics is not None
         started = time.perf_counter()
-        image = await self._preprocess(data)
+        size = len(data)
+        try:
+            image = await self._preprocess(data, budget, deadline)
+        finally:
+            del data  # the bytes are not needed any more: not held while the image waits for its batch
+            if lease is not None:
+                lease.release(size)
         elapsed = time.perf_counter() - started
         metrics.preprocess.observe(elapsed)
         request_log.current().record_preprocess(elapsed)
-        return await batcher.submit((image, top_k), deadline=deadline)
+        return await batcher.submit((image, top_k), deadline=deadline, slots=slots)
 
-    async def _preprocess(self, data: bytes) -> Tensor:
+    async def _preprocess(self, data: bytes, budget: PixelBudget, deadline: float) -> Tensor:
         """Bytes -> the model's uint8 input: tiny images on the event loop, the rest in the worker pool.
 
-        An image of at most ``inline_decode_max_pixels`` (judged from its header; a body that small has its
-        header parsed here) is decoded here: tens of microseconds, cheaper than the hop to a worker thread
-        and back. Bad bytes found here get their 400 here.
+        The event loop reads no more than the header (``peek_header``) of an upload. A tiny image (at most
+        ``inline_decode_max_pixels`` and ``INLINE_MAX_BYTES``) is decoded here, tens of microseconds, cheaper
+        than the hop to a worker thread and back: a PNG only when it is already the model's input (libpng
+        and our chunk walk, never Pillow's text-chunk parsing), other formats by Pillow from at most 16 KB.
+        Everything else is decoded in the worker pool, under the same limits.
         """
         engine, s = self._require_engine(), self._settings
-        pool, loop = self._executors.preprocess, asyncio.get_running_loop()
-        if s.inline_decode_max_pixels <= 0 or len(data) > TINY_IMAGE_MAX_BYTES:
-            return await loop.run_in_executor(pool, partial(engine.preprocess, data, max_pixels=s.max_image_pixels))
-        _, height, width = engine.input_shape
-        if height * width <= s.inline_decode_max_pixels:
-            tensor = engine.decode_plain_png(data, max_pixels=s.max_image_pixels)
-            if tensor is not None:
-                return tensor
-        image = open_image(data, max_pixels=s.max_image_pixels)
-        width, height = image.size
-        if width * height <= s.inline_decode_max_pixels:
-            return engine.decode(image)
-        return await loop.run_in_executor(pool, engine.decode, image)
+        limits = self._limits
+        if 0 < len(data) <= INLINE_MAX_BYTES and s.inline_decode_max_pixels > 0:
+            header = peek_header(data)
+            if header is not None and header.pixels <= s.inline_decode_max_pixels and header.format in limits.formats:
+                if header.format != "PNG":
+                    return engine.preprocess(data, limits=limits, budget=budget)
+                tensor = engine.decode_plain_png(data, max_pixels=limits.max_pixels)
+                if tensor is not None:
+                    budget.spend(tensor.shape[1] * tensor.shape[2])
+                    return tensor
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executors.preprocess, self._decode, data, budget, deadline)
+
+    def _decode(self, data: bytes, budget: PixelBudget, deadline: float) -> Tensor:
+        """A worker's decode: skipped when the request's deadline passed while it waited for the worker."""
+        if time.monotonic() >= deadline:
+            raise DeadlineExceeded("the deadline passed before the image was decoded")
+        return self._require_engine().preprocess(data, limits=self._limits, budget=budget)
 
     async def drain(self) -> None:
         """Admit no new request, answer every admitted one, then stop (to retire a version)."""
@@ -227,6 +288,16 @@ class ModelService:
             self._metrics.withdraw()
         if self.state is not ModelState.FAILED:
             self.state = ModelState.STOPPED
+
+    def stalled_s(self, now: float) -> float:
+        """How long this model's current batch has been running or waiting for the forward thread (0: none)."""
+        return self._batcher.stalled_s(now) if self._batcher is not None else 0.0
+
+    @property
+    def failing(self) -> bool:
+        """The last ``--max-failed-batches`` batches all failed (e.g. a sticky device error)."""
+        batcher = self._batcher
+        return batcher is not None and batcher.consecutive_failures >= self._settings.max_failed_batches
 
     def fail(self, reason: str) -> None:
         """Record why this service cannot serve."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,7 +19,7 @@ from pydantic import Field, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from app.preprocess import DEFAULT_MAX_PIXELS
+from app.preprocess import ALLOWED_FORMATS, DEFAULT_MAX_PIXELS, DEFAULT_MAX_PIXELS_PER_BYTE, DecodeLimits
 from app.simulated import DEFAULT_LOCK_PATH, DEFAULT_T0_MS, DEFAULT_T1_MS
 from models.device import Precision
 
@@ -42,6 +43,33 @@ def available_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
     if quota == "max" or not quota.isdigit() or not period.isdigit() or int(period) == 0:
         return cores
     return max(1, min(cores, math.ceil(int(quota) / int(period))))
+
+
+#: cgroup v2's memory limit of this container: "max" (none) or bytes.
+CGROUP_MEMORY_MAX = Path("/sys/fs/cgroup/memory.max")
+
+
+def available_memory(memory_max: Path = CGROUP_MEMORY_MAX) -> int:
+    """Bytes of memory this process may use: the host's RAM, capped by a cgroup memory limit."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        limit = memory_max.read_text().strip()
+    except OSError:
+        return total
+    return min(total, int(limit)) if limit.isdigit() else total
+
+
+def _default_body_budget_mb(processes: int) -> float:
+    """An eighth of the memory (host or container limit) shared among the processes, in MiB."""
+    return round(available_memory() / 8 / processes / 1_048_576, 1)
+
+
+def _default_max_connections(processes: int) -> int:
+    """Half the open-file limit shared among the processes (the rest: model files, pipes), 64 to 4096."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 4096
+    return max(64, min(4096, soft // 2 // processes))
 
 
 def _forward_on_cpu(device: str) -> bool:
@@ -111,12 +139,36 @@ class Settings(BaseSettings):
     )
     max_queue: int = Field(1024, ge=1, description="queued requests per model beyond which requests get 503")
     timeout_s: float = Field(30.0, gt=0, description="per-request deadline; beyond it 504")
-    # Request limits
+    # Request limits (docs/security.md)
     max_upload_mb: float = Field(10.0, gt=0, description="largest request body, in MiB (413 beyond)")
+    min_upload_rate_kb: float = Field(
+        16.0,
+        ge=0,
+        description="after the first --upload-grace-s, a body must arrive at this many KiB/s at least (408 and "
+        "the connection closed below it; a body must also be complete within --timeout-s); 0: no rate",
+    )
+    upload_grace_s: float = Field(5.0, ge=0, description="seconds a body may take before --min-upload-rate-kb applies")
     max_image_pixels: int = Field(
-        DEFAULT_MAX_PIXELS, ge=1, description="largest decoded image, width x height (400 beyond)"
+        DEFAULT_MAX_PIXELS, ge=1, description="largest image, width x height as its header declares (400 beyond)"
+    )
+    max_request_pixels: int = Field(
+        120_000_000,
+        ge=1,
+        description="pixels the images of one request may decode to in all, after JPEG draft scaling (413 beyond)",
+    )
+    image_formats: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(ALLOWED_FORMATS),
+        description=f"accepted image formats, comma-separated; default {','.join(ALLOWED_FORMATS)}",
+    )
+    max_pixels_per_byte: int = Field(
+        DEFAULT_MAX_PIXELS_PER_BYTE,
+        ge=1,
+        description="declared pixels per byte of file beyond which an image (over 1 megapixel) is a decompression "
+        "bomb (400)",
+        json_schema_extra=TUNING,
     )
     max_batch_files: int = Field(64, ge=1, description="most images in one /predict/batch request")
+    keep_alive_s: int = Field(5, ge=1, description="close an idle keep-alive connection after this many seconds")
     # Processes and threads
     processes: int = Field(
         default_factory=lambda data: _default_processes(data.get("device", "auto")),
@@ -153,6 +205,19 @@ class Settings(BaseSettings):
         description="torch intra-op threads for the forward, per process; default: cores / processes on the CPU, "
         "1 when an accelerator runs the forward",
     )
+    # Per-process admission limits (after ``processes``: their defaults divide by it)
+    max_body_bytes_in_flight_mb: float = Field(
+        default_factory=lambda data: _default_body_budget_mb(data.get("processes", 1)),
+        gt=0,
+        description="request bodies held at once per process, in MiB; beyond it 503 before the body is read; "
+        "default: an eighth of the memory (or the container's limit) divided among the processes",
+    )
+    max_connections: int = Field(
+        default_factory=lambda data: _default_max_connections(data.get("processes", 1)),
+        ge=1,
+        description="open connections per process beyond which new requests get 503 (uvicorn's limit_concurrency); "
+        "default: half the open-file limit divided among the processes, 64 to 4096",
+    )
     # Ops
     api_key: str | None = Field(
         None, min_length=1, description="require 'Authorization: Bearer KEY' (not on health/ready/metrics)"
@@ -161,13 +226,30 @@ class Settings(BaseSettings):
         default_factory=list, description="allowed CORS origins, comma-separated ('*' for any)"
     )
     drain_grace_s: float = Field(0.0, ge=0, description="after SIGTERM, answer /ready 503 this long before draining")
+    stall_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="/health answers 503 when a batch has been running (or waiting for the forward thread) this long",
+    )
+    max_failed_batches: int = Field(
+        5, ge=1, description="/ready answers 503 after this many consecutive failed batches of a model"
+    )
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "image_formats", mode="before")
     @classmethod
-    def _split_origins(cls, value: object) -> object:
+    def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
-            return [origin.strip() for origin in value.split(",") if origin.strip()]
+            return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("image_formats")
+    @classmethod
+    def _known_formats(cls, value: list[str]) -> list[str]:
+        formats = [name.upper() for name in value]
+        unknown = sorted(set(formats) - set(ALLOWED_FORMATS))
+        if unknown or not formats:
+            raise ValueError(f"image formats must be some of {','.join(ALLOWED_FORMATS)}; got {unknown or 'none'}")
+        return formats
 
     @classmethod
     def flag_names(cls) -> list[str]:
@@ -182,3 +264,13 @@ class Settings(BaseSettings):
     def max_upload_bytes(self) -> int:
         """``max_upload_mb`` in bytes."""
         return int(self.max_upload_mb * 1_048_576)
+
+    @property
+    def body_budget_bytes(self) -> int:
+        """``max_body_bytes_in_flight_mb`` in bytes."""
+        return int(self.max_body_bytes_in_flight_mb * 1_048_576)
+
+    @property
+    def decode_limits(self) -> DecodeLimits:
+        """What one uploaded image may be (``app.preprocess``)."""
+        return DecodeLimits(self.max_image_pixels, tuple(self.image_formats), self.max_pixels_per_byte)

@@ -1,11 +1,13 @@
 """Reading image uploads off the wire: size limit while streaming, content type, multipart fields.
 
 Everything here happens before a single pixel is decoded: a body over the limit is refused as soon
-as its Content-Length (or the running byte count) says so, without buffering the rest.
+as its Content-Length (or the running byte count) says so, without buffering the rest; its bytes are
+held against the process's byte budget and must arrive at the pace ``app.admission`` sets.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator
 
 from fastapi import Request
@@ -14,9 +16,10 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
-from app.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from app.admission import ByteBudget, UploadPace
+from app.errors import BadRequest, BodyTimeout, PayloadTooLarge, UnsupportedMediaType
 
-__all__ = ["read_images", "IMAGE_BODY_OPENAPI", "BATCH_BODY_OPENAPI"]
+__all__ = ["BodyReader", "declared_length", "read_images", "IMAGE_BODY_OPENAPI", "BATCH_BODY_OPENAPI"]
 
 RAW_TYPES = ("application/octet-stream",)
 
@@ -26,50 +29,85 @@ def _is_image_type(content_type: str | None) -> bool:
     return media.startswith("image/") or media in RAW_TYPES
 
 
+def declared_length(request: Request) -> int | None:
+    """The body length the Content-Length header declares, if it declares one."""
+    declared = request.headers.get("content-length")
+    return int(declared) if declared is not None and declared.isdigit() else None
+
+
 def _refuse_declared_oversize(request: Request, limit: int) -> None:
     """413 at once when the Content-Length header already says the body is over ``limit``."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"body of {int(declared)} bytes exceeds the {limit} byte limit (--max-upload-mb)")
+    declared = declared_length(request)
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(f"body of {declared} bytes exceeds the {limit} byte limit (--max-upload-mb)")
 
 
-async def _limited(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
-    _refuse_declared_oversize(request, limit)
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body exceeds the {limit} byte limit (--max-upload-mb)")
-        yield chunk
+class BodyReader:
+    """Reads one request's body off the wire: within ``limit`` bytes, held against ``budget``, at ``pace``.
 
+    Creating it refuses a declared oversize body (413), then leases the declared length (503 when the
+    budget cannot cover it); use it as a context manager: its ``lease`` is returned when the block ends.
+    """
 
-async def _raw_body(request: Request, limit: int) -> bytes:
-    """The whole body of a raw upload, refused (413) as soon as it is known to exceed ``limit``."""
-    _refuse_declared_oversize(request, limit)
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await request.receive()
+    def __init__(self, request: Request, *, limit: int, budget: ByteBudget, pace: UploadPace) -> None:
+        _refuse_declared_oversize(request, limit)
+        self.lease = budget.lease(declared_length(request))
+        self._receive = request.receive
+        self.limit = limit
+        self._pace = pace
+        self.received = 0
+        self.done = False
+
+    def __enter__(self) -> BodyReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.lease.close()
+
+    async def chunk(self) -> bytes:
+        """The next chunk: 408 when it comes too late, 413 past the limit, 503 past the byte budget."""
+        try:
+            async with asyncio.timeout_at(self._pace.next_by(self.received)):
+                message = await self._receive()
+        except TimeoutError:
+            raise BodyTimeout(
+                f"the body did not arrive in time ({self.received} bytes received; --min-upload-rate-kb, --timeout-s)"
+            ) from None
         if message["type"] == "http.disconnect":
             raise ClientDisconnect()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body exceeds the {limit} byte limit (--max-upload-mb)")
-        if not message.get("more_body", False):
-            return chunk if not chunks else b"".join([*chunks, chunk])  # one chunk: no copy
-        chunks.append(chunk)
+        chunk: bytes = message.get("body", b"")
+        self.received += len(chunk)
+        if self.received > self.limit:
+            raise PayloadTooLarge(f"body exceeds the {self.limit} byte limit (--max-upload-mb)")
+        self.lease.cover(self.received)
+        self.done = not message.get("more_body", False)
+        return chunk
+
+    async def body(self) -> bytes:
+        """The whole body."""
+        chunk = await self.chunk()
+        if self.done:
+            return chunk  # one chunk: no copy
+        chunks = [chunk]
+        while not self.done:
+            chunks.append(await self.chunk())
+        return b"".join(chunks)
+
+    async def stream(self) -> AsyncGenerator[bytes, None]:
+        """The body chunk by chunk (for the multipart parser)."""
+        while not self.done:
+            yield await self.chunk()
 
 
-async def read_images(request: Request, *, field: str, limit: int, max_files: int = 1) -> list[bytes]:
+async def read_images(request: Request, reader: BodyReader, *, field: str, max_files: int = 1) -> list[bytes]:
     """The image bytes of a request: multipart field ``field`` (up to ``max_files``) or a raw ``image/*`` body."""
     content_type = request.headers.get("content-type", "")
     if _is_image_type(content_type):
-        return [await _raw_body(request, limit)]
+        return [await reader.body()]
     media, _ = parse_options_header(content_type)
     if media == b"multipart/form-data":
         parser = MultiPartParser(
-            request.headers, _limited(request, limit), max_files=max_files, max_fields=16, max_part_size=limit
+            request.headers, reader.stream(), max_files=max_files, max_fields=16, max_part_size=reader.limit
         )
         try:
             form = await parser.parse()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter, Request, Response
 
-from app.deps import RegistryDep
-from app.errors import NotReady
+from app.deps import RegistryDep, SettingsDep
+from app.errors import NotReady, Stalled
 from app.metrics import CONTENT_TYPE_LATEST
 from app.registry import ReadinessBoard
 from app.schemas import ERROR_RESPONSES, Health, Readiness
@@ -13,17 +15,22 @@ from app.schemas import ERROR_RESPONSES, Health, Readiness
 router = APIRouter(tags=["ops"])
 
 
-@router.get("/health", response_model=Health)
-async def health() -> Health:
-    """Liveness: the process answers."""
+@router.get("/health", response_model=Health, responses={503: ERROR_RESPONSES[503]})
+async def health(registry: RegistryDep, settings: SettingsDep) -> Health:
+    """Liveness: the process answers, and no model's batch has been stuck beyond `--stall-timeout-s`."""
+    stalled = registry.stalled(time.monotonic(), settings.stall_timeout_s)
+    if stalled:
+        raise Stalled(f"no batch completed for over {settings.stall_timeout_s:g} s: model(s) {stalled} (seconds)")
     return Health()
 
 
 @router.get("/ready", response_model=Readiness, responses={503: ERROR_RESPONSES[503]})
 async def ready(request: Request, registry: RegistryDep) -> Readiness:
-    """Readiness: 200 once every model is loaded and warm (in every process); 503 before that and while draining."""
-    if not registry.ready:
-        raise NotReady(f"service is {registry.state}")
+    """Readiness: 200 once every model is loaded and warm (in every process); 503 before that, while draining,
+    and while a model's last `--max-failed-batches` batches all failed."""
+    reason = registry.not_ready_reason()
+    if reason is not None:
+        raise NotReady(reason)
     board: ReadinessBoard | None = getattr(request.app.state, "board", None)  # set with --processes N
     waiting = board.not_ready() if board is not None else {}
     if waiting:

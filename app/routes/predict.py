@@ -10,7 +10,6 @@ much as everything else in a request together (docs/performance.md). Errors are 
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
@@ -23,11 +22,14 @@ from fastapi.routing import APIRoute
 from pydantic import ValidationError
 
 from app import request_log
+from app.admission import ByteBudget, UploadPace
 from app.deps import RegistryDep, SettingsDep, check_api_key, require_api_key
+from app.disconnect import cancel_on_disconnect
 from app.registry import ModelRegistry
 from app.schemas import ERROR_RESPONSES, BatchPredictResponse, PredictQuery, PredictResponse
+from app.service import Predictions
 from app.settings import Settings
-from app.uploads import BATCH_BODY_OPENAPI, IMAGE_BODY_OPENAPI, read_images
+from app.uploads import BATCH_BODY_OPENAPI, IMAGE_BODY_OPENAPI, BodyReader, read_images
 
 __all__ = ["ServingRoute", "parse_query", "router"]
 
@@ -75,19 +77,36 @@ router = APIRouter(
 )
 
 
+async def _classify(
+    request: Request, registry: ModelRegistry, settings: Settings, query: PredictQuery, *, field: str, max_files: int
+) -> tuple[str, list[Predictions]]:
+    """The whole life of a prediction request, each limit checked before the work it guards.
+
+    Queue capacity and the byte budget before the body is read (503); the body at its pace (408) and
+    size (413); a queue slot per image and the pixel budget before decoding (``ModelService.classify``);
+    from then on, a client that hangs up cancels its work.
+    """
+    deadline = time.monotonic() + settings.timeout_s
+    service = registry.get(query.model)
+    request_log.current().model = service.name
+    with service.admitted():
+        service.check_capacity()
+        pace = UploadPace(time.monotonic(), deadline, settings.upload_grace_s, settings.min_upload_rate_kb * 1024)
+        budget: ByteBudget = request.app.state.byte_budget
+        with BodyReader(request, limit=settings.max_upload_bytes, budget=budget, pace=pace) as reader:
+            images = await read_images(request, reader, field=field, max_files=max_files)
+            async with cancel_on_disconnect(request.receive):
+                return service.name, await service.classify(images, query.top_k, deadline, reader.lease)
+
+
 @router.post("/predict", response_model=PredictResponse, openapi_extra=IMAGE_BODY_OPENAPI)
 async def predict(
     request: Request, registry: RegistryDep, settings: SettingsDep, query: Annotated[PredictQuery, Query()]
 ) -> Response:
     """Classify one image: multipart field `file`, or a raw `image/*` body."""
-    deadline = time.monotonic() + settings.timeout_s
-    service = registry.get(query.model)
-    request_log.current().model = service.name
-    with service.admitted():
-        [data] = await read_images(request, field="file", limit=settings.max_upload_bytes)
-        predictions = await service.classify(data, query.top_k, deadline)
+    model, [predictions] = await _classify(request, registry, settings, query, field="file", max_files=1)
     # Built by the engine in exactly PredictResponse's shape: not re-validated on the hot path.
-    return _json({"model": service.name, "predictions": predictions})
+    return _json({"model": model, "predictions": predictions})
 
 
 @router.post("/predict/batch", response_model=BatchPredictResponse, openapi_extra=BATCH_BODY_OPENAPI)
@@ -95,16 +114,7 @@ async def predict_batch(
     request: Request, registry: RegistryDep, settings: SettingsDep, query: Annotated[PredictQuery, Query()]
 ) -> Response:
     """Classify several images (multipart fields `files`); results in upload order."""
-    deadline = time.monotonic() + settings.timeout_s
-    service = registry.get(query.model)
-    request_log.current().model = service.name
-    with service.admitted():
-        images = await read_images(
-            request, field="files", limit=settings.max_upload_bytes, max_files=settings.max_batch_files
-        )
-        jobs = (service.classify(data, query.top_k, deadline) for data in images)
-        outputs = await asyncio.gather(*jobs, return_exceptions=True)
-    for output in outputs:
-        if isinstance(output, BaseException):
-            raise output
-    return _json({"results": [{"model": service.name, "predictions": p} for p in outputs]})
+    model, outputs = await _classify(
+        request, registry, settings, query, field="files", max_files=settings.max_batch_files
+    )
+    return _json({"results": [{"model": model, "predictions": p} for p in outputs]})

@@ -218,7 +218,7 @@ def test_full_queue_is_rejected_at_once_with_503() -> None:
     run(main)
 
 
-def test_a_failing_batch_fails_only_its_own_requests() -> None:
+def test_a_failing_batch_fails_only_its_own_requests(caplog: pytest.LogCaptureFixture) -> None:
     rec = Recorder(fail_on=13)
 
     async def main() -> None:
@@ -227,8 +227,10 @@ def test_a_failing_batch_fails_only_its_own_requests() -> None:
         try:
             results = await asyncio.gather(*(b.submit(i) for i in (12, 13, 14, 15)), return_exceptions=True)
             assert isinstance(results[0], InferenceFailed) and isinstance(results[1], InferenceFailed)
-            assert "poisoned batch" in results[0].detail
+            assert "poisoned batch" not in results[0].detail  # the exception's text is for the log, not clients
+            assert "poisoned batch" in caplog.text
             assert results[2:] == [28, 30]
+            assert b.consecutive_failures == 0  # the next batch succeeded
             assert await b.submit(1) == 2
         finally:
             await b.stop()

@@ -11,18 +11,23 @@ import pytest
 import torch
 from PIL import Image, PngImagePlugin
 
-from app.errors import InvalidImage
+from app.errors import DecodeBudgetExceeded, InvalidImage
 from app.preprocess import (
     MAX_SIDE,
+    DecodeLimits,
+    PixelBudget,
     decode_image,
     draft_size,
     image_bytes_to_tensor,
     open_image,
     plain_png_to_tensor,
+    plan_decode,
 )
 from models import PreprocessingSpec
+from models.preprocessing import prepare_image
 
 MAX_PIXELS = 40_000_000
+LIMITS = DecodeLimits(MAX_PIXELS)
 
 
 def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -65,21 +70,21 @@ def test_every_mode_becomes_a_uint8_tensor_of_the_models_shape(mode: str, channe
     spec = PreprocessingSpec(
         input_size=28, channels=channels, resize_size=32, mean=[0.5] * channels, std=[0.5] * channels
     )
-    tensor = image_bytes_to_tensor(encode(image, fmt), spec, max_pixels=MAX_PIXELS)
+    tensor = image_bytes_to_tensor(encode(image, fmt), spec, limits=LIMITS)
     assert tensor.dtype == torch.uint8
     assert tuple(tensor.shape) == (channels, 28, 28)
 
 
 def test_cmyk_jpeg_decodes(rgb_spec: PreprocessingSpec) -> None:
     data = encode(Image.new("CMYK", (64, 64), (0, 255, 255, 0)), "JPEG")
-    tensor = image_bytes_to_tensor(data, rgb_spec, max_pixels=MAX_PIXELS)
+    tensor = image_bytes_to_tensor(data, rgb_spec, limits=LIMITS)
     red, green, blue = (tensor[c].float().mean().item() for c in range(3))
     assert red > 150 > max(green, blue)  # C=0 M=Y=255: red
 
 
 def test_transparent_pixels_become_white(gray_spec: PreprocessingSpec) -> None:
     data = encode(Image.new("RGBA", (28, 28), (0, 0, 0, 0)), "PNG")
-    assert image_bytes_to_tensor(data, gray_spec, max_pixels=MAX_PIXELS).min().item() == 255
+    assert image_bytes_to_tensor(data, gray_spec, limits=LIMITS).min().item() == 255
 
 
 def test_exif_orientation_is_applied(rgb_spec: PreprocessingSpec) -> None:
@@ -96,9 +101,21 @@ def test_exif_orientation_is_applied(rgb_spec: PreprocessingSpec) -> None:
 
 def test_big_jpeg_is_decoded_at_reduced_scale(gray_spec: PreprocessingSpec) -> None:
     data = encode(Image.new("RGB", (2048, 1536), (10, 200, 10)), "JPEG")
+    assert plan_decode(open_image(data, max_pixels=MAX_PIXELS), gray_spec) == 256 * 192  # 1/8 still covers 32
     image = decode_image(data, gray_spec, max_pixels=MAX_PIXELS)
-    assert image.size == (256, 192)  # 1/8 scale still covers resize_size 32
+    assert image.size == (128, 96)  # then reduced by 2: twice the resize target (32) still kept on each side
     assert image.mode == "L"  # grayscale model: decoded straight to luminance
+
+
+def test_a_large_png_is_reduced_before_mode_conversion_and_matches_the_plain_resize(
+    gray_spec: PreprocessingSpec,
+) -> None:
+    stored = Image.linear_gradient("L").resize((1024, 768)).convert("RGB")
+    image = decode_image(encode(stored, "PNG"), gray_spec, max_pixels=MAX_PIXELS)
+    assert image.size == (94, 70) and image.mode == "RGB"  # reduced by 11 while RGB: still over 2x the 43x32 resize
+    served = image_bytes_to_tensor(encode(stored, "PNG"), gray_spec, limits=LIMITS)
+    plain = prepare_image(stored, gray_spec)  # what training's preprocessing makes of the full-size image
+    assert (served.int() - plain.int()).abs().max().item() <= 2
 
 
 def test_draft_size_keeps_what_the_resize_needs(gray_spec: PreprocessingSpec) -> None:
@@ -115,21 +132,21 @@ def test_draft_size_keeps_what_the_resize_needs(gray_spec: PreprocessingSpec) ->
 )
 def test_garbage_is_a_400(data: bytes, gray_spec: PreprocessingSpec) -> None:
     with pytest.raises(InvalidImage):
-        image_bytes_to_tensor(data, gray_spec, max_pixels=MAX_PIXELS)
+        image_bytes_to_tensor(data, gray_spec, limits=LIMITS)
 
 
 def test_truncated_jpeg_is_a_400(gray_spec: PreprocessingSpec) -> None:
     rng = np.random.default_rng(0)
     data = encode(Image.fromarray(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)), "JPEG", quality=95)
     with pytest.raises(InvalidImage, match="truncated"):
-        image_bytes_to_tensor(data[: len(data) // 2], gray_spec, max_pixels=MAX_PIXELS)
+        image_bytes_to_tensor(data[: len(data) // 2], gray_spec, limits=LIMITS)
 
 
 def test_truncated_png_is_a_400(gray_spec: PreprocessingSpec) -> None:
     rng = np.random.default_rng(0)
     data = encode(Image.fromarray(rng.integers(0, 255, (128, 128), dtype=np.uint8)), "PNG")
     with pytest.raises(InvalidImage):
-        image_bytes_to_tensor(data[: len(data) // 2], gray_spec, max_pixels=MAX_PIXELS)
+        image_bytes_to_tensor(data[: len(data) // 2], gray_spec, limits=LIMITS)
 
 
 @pytest.mark.parametrize("size", [(20_000, 20_000), (100_000, 100_000), (MAX_SIDE + 1, 10)])
@@ -143,37 +160,68 @@ def test_bomb_dimensions_are_rejected_before_decoding(size: tuple[int, int], gra
 def test_max_pixels_setting_is_enforced(gray_spec: PreprocessingSpec) -> None:
     data = encode(Image.new("L", (100, 100)), "PNG")
     with pytest.raises(InvalidImage, match="100x100 pixels; the limits are 9999 pixels"):
-        image_bytes_to_tensor(data, gray_spec, max_pixels=9_999)
-    assert image_bytes_to_tensor(data, gray_spec, max_pixels=10_000).shape == (1, 28, 28)
+        image_bytes_to_tensor(data, gray_spec, limits=DecodeLimits(9_999))
+    assert image_bytes_to_tensor(data, gray_spec, limits=DecodeLimits(10_000)).shape == (1, 28, 28)
 
 
 def test_formats_outside_the_allow_list_are_rejected(gray_spec: PreprocessingSpec) -> None:
     data = encode(Image.new("RGB", (32, 32)), "ICO")
     with pytest.raises(InvalidImage, match="accepted formats"):
-        image_bytes_to_tensor(data, gray_spec, max_pixels=MAX_PIXELS)
+        image_bytes_to_tensor(data, gray_spec, limits=LIMITS)
 
 
 def test_pixels_match_the_shared_preprocessing(gray_spec: PreprocessingSpec) -> None:
-    from models.preprocessing import prepare_image
 
     rng = np.random.default_rng(1)
     image = Image.fromarray(rng.integers(0, 255, (40, 50), dtype=np.uint8))
-    served = image_bytes_to_tensor(encode(image, "PNG"), gray_spec, max_pixels=MAX_PIXELS)
+    served = image_bytes_to_tensor(encode(image, "PNG"), gray_spec, limits=LIMITS)
     assert torch.equal(served, prepare_image(image, gray_spec))
 
 
 def test_open_image_reads_the_header_alone_and_enforces_the_limits() -> None:
     assert open_image(png_header_only(28, 28), max_pixels=4096).size == (28, 28)
-    with pytest.raises(InvalidImage, match="pixels"):
+    with pytest.raises(InvalidImage, match="decompression bomb"):
         open_image(png_header_only(50_000, 50_000), max_pixels=MAX_PIXELS)  # small file, huge image: no decode
+    with pytest.raises(InvalidImage, match="the limits are 4096 pixels"):
+        open_image(png_header_only(100, 100), max_pixels=4096)
     with pytest.raises(InvalidImage, match="accepted formats"):
         open_image(b"not an image", max_pixels=4096)
+    with pytest.raises(InvalidImage, match="accepted formats: PNG"):
+        open_image(encode(Image.new("L", (8, 8)), "JPEG"), max_pixels=4096, formats=("PNG",))
+
+
+def test_only_a_bomb_declares_more_than_2048_pixels_per_byte() -> None:
+    blank_photo = encode(Image.new("L", (4000, 3000), 255), "PNG")  # 8-bit, all white: deflate's best case
+    assert open_image(blank_photo, max_pixels=MAX_PIXELS).size == (4000, 3000)
+    bilevel = encode(Image.new("1", (4000, 3000)), "PNG")  # 1 bit a pixel: 12 megapixels in a few KB
+    with pytest.raises(InvalidImage, match="decompression bomb"):
+        open_image(bilevel, max_pixels=MAX_PIXELS)
+    assert open_image(bilevel, max_pixels=MAX_PIXELS, max_pixels_per_byte=10**6).size == (4000, 3000)
+
+
+def test_the_pixel_budget_is_spent_per_decoded_pixel_across_a_request(gray_spec: PreprocessingSpec) -> None:
+    photo = encode(Image.new("RGB", (4000, 3000), (10, 200, 10)), "JPEG")  # decodes at 1/8: 500x375
+    palette = encode(Image.effect_noise((2000, 1500), 64).convert("P"), "PNG")  # full size: 3 megapixels
+    budget = PixelBudget(4_000_000)
+    image_bytes_to_tensor(photo, gray_spec, limits=LIMITS, budget=budget)
+    assert budget.spent == 500 * 375
+    image_bytes_to_tensor(palette, gray_spec, limits=LIMITS, budget=budget)
+    with pytest.raises(DecodeBudgetExceeded, match="max-request-pixels"):
+        image_bytes_to_tensor(palette, gray_spec, limits=LIMITS, budget=budget)
+    assert budget.spent == 500 * 375 + 3_000_000  # the refused image took nothing
+
+
+def test_png_text_chunks_are_capped_below_pillows_defaults(gray_spec: PreprocessingSpec) -> None:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("comment", "x" * 1_000_000, zip=True)  # inflates to 1 MB: within Pillow's default 1 MiB cap
+    data = encode(Image.new("L", (28, 28)), "PNG", pnginfo=info)
+    with pytest.raises(InvalidImage):
+        image_bytes_to_tensor(data, gray_spec, limits=LIMITS)
 
 
 @pytest.mark.parametrize("mode", ["L", "RGB"])
 def test_a_png_at_the_input_size_decodes_to_the_same_pixels_as_through_pillow(mode: str) -> None:
     """The libpng fast path (8-bit PNG already at the model's mode and size) must not drift from Pillow's."""
-    from models.preprocessing import prepare_image
 
     channels = 1 if mode == "L" else 3
     spec = PreprocessingSpec(
@@ -220,11 +268,10 @@ def with_gamma_chunk(data: bytes, *, crc_ok: bool) -> bytes:
 
 
 def test_a_png_at_the_input_size_with_an_exif_orientation_is_turned_upright() -> None:
-    from models.preprocessing import prepare_image
 
     gray = PreprocessingSpec(input_size=28, channels=1, resize_size=28, resize_mode="stretch")
     image = Image.fromarray(np.random.default_rng(11).integers(0, 255, (28, 28), dtype=np.uint8))
-    served = image_bytes_to_tensor(encode(image, "PNG", exif=rotated_exif()), gray, max_pixels=MAX_PIXELS)
+    served = image_bytes_to_tensor(encode(image, "PNG", exif=rotated_exif()), gray, limits=LIMITS)
     assert torch.equal(served, prepare_image(image.transpose(Image.Transpose.ROTATE_270), gray))
 
 
@@ -259,10 +306,9 @@ def test_only_plain_pngs_at_the_input_size_take_the_libpng_path() -> None:
 
 
 def test_a_png_at_the_input_size_still_gets_the_checkpoints_resize_and_crop(gray_spec: PreprocessingSpec) -> None:
-    from models.preprocessing import prepare_image
 
     image = Image.fromarray(np.random.default_rng(5).integers(0, 255, (28, 28), dtype=np.uint8))
-    served = image_bytes_to_tensor(encode(image, "PNG"), gray_spec, max_pixels=MAX_PIXELS)  # resize 32, crop 28
+    served = image_bytes_to_tensor(encode(image, "PNG"), gray_spec, limits=LIMITS)  # resize 32, crop 28
     assert torch.equal(served, prepare_image(image, gray_spec))
 
 
@@ -270,4 +316,4 @@ def test_a_truncated_png_at_the_input_size_is_a_400() -> None:
     spec = PreprocessingSpec(input_size=28, channels=1, resize_size=28, resize_mode="stretch")
     data = encode(Image.fromarray(np.random.default_rng(3).integers(0, 255, (28, 28), dtype=np.uint8)), "PNG")
     with pytest.raises(InvalidImage):
-        image_bytes_to_tensor(data[: len(data) - 30], spec, max_pixels=MAX_PIXELS)
+        image_bytes_to_tensor(data[: len(data) - 30], spec, limits=LIMITS)

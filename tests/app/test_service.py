@@ -17,7 +17,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from app import request_log
-from app.errors import InvalidImage, NotReady
+from app.admission import ByteBudget
+from app.errors import DeadlineExceeded, DecodeBudgetExceeded, InvalidImage, NotReady, Overloaded
 from app.executors import Executors
 from app.loader import ModelLoader
 from app.metrics import Metrics
@@ -64,26 +65,26 @@ def test_a_service_loads_serves_and_drains(weights: Path, executors: Executors) 
 
     async def main() -> None:
         with pytest.raises(NotReady):
-            await service.classify(png(), 3, time.monotonic() + 10)  # loaded, not started
+            await service.classify([png()], 3, time.monotonic() + 10)  # loaded, not started
         service.start(default=True)
         assert service.state == ModelState.READY
         record = request_log.begin()
-        small, large = await asyncio.gather(
-            service.classify(png(), 3, time.monotonic() + 10),  # tiny: decoded inline
-            service.classify(png((300, 200)), 2, time.monotonic() + 10),  # in the worker pool
+        [small], [large] = await asyncio.gather(
+            service.classify([png()], 3, time.monotonic() + 10),  # tiny: decoded inline
+            service.classify([png((300, 200))], 2, time.monotonic() + 10),  # in the worker pool
         )
         assert len(small) == 3 and len(large) == 2
         assert [p["score"] for p in small] == sorted((p["score"] for p in small), reverse=True)
         fields = record.fields()
         assert fields["images"] == 2 and fields["preprocess_ms"] > 0 and "inference_ms" in fields
         with pytest.raises(InvalidImage):
-            await service.classify(b"not an image", 1, time.monotonic() + 10)
+            await service.classify([b"not an image"], 1, time.monotonic() + 10)
         text = metrics.render().decode()
         assert f'version="{service.version}"' in text and 'resnet_serve_queue_depth{model="rgb"}' in text
         await service.drain()
         assert service.state == ModelState.STOPPED
         with pytest.raises(NotReady):
-            await service.classify(png(), 1, time.monotonic() + 10)
+            await service.classify([png()], 1, time.monotonic() + 10)
         text = metrics.render().decode()
         assert "resnet_serve_model_info{" not in text and 'resnet_serve_queue_depth{model="rgb"}' not in text
 
@@ -110,7 +111,8 @@ def test_drain_answers_every_admitted_request_and_admits_no_new_one(weights: Pat
             with service.admitted():  # routed here before the drain: still reading its upload
                 entered.set()
                 await release.wait()
-                return await service.classify(png(), 1, time.monotonic() + 10)
+                [predictions] = await service.classify([png()], 1, time.monotonic() + 10)
+                return predictions
 
         client = asyncio.ensure_future(slow_client())
         await entered.wait()
@@ -175,3 +177,86 @@ def test_startup_fails_when_the_default_model_cannot_load(weights: Path, executo
     assert registry.state == "failed" and not ready
     assert fatal and "'gray' failed to load" in fatal[0]
     assert "gray" in registry.failures and list(registry.services) == ["rgb"]
+
+
+def started_service(weights: Path, executors: Executors, **overrides: object) -> ModelService:
+    service = ModelService(
+        "gray",
+        weights / "gray.safetensors",
+        settings=settings(weights, **overrides),
+        device=CPU,
+        executors=executors,
+        metrics=Metrics(),
+    )
+    service.load()
+    service.start(default=True)
+    return service
+
+
+def test_a_batch_reserves_a_queue_slot_for_every_image_or_is_refused_whole(
+    weights: Path, executors: Executors
+) -> None:
+    async def main() -> None:
+        service = started_service(weights, executors, max_queue=3)
+        try:
+            lease = ByteBudget(10**9).lease(None)
+            images = [png((300, 200)) for _ in range(4)]
+            lease.grow(sum(map(len, images)))
+            with pytest.raises(Overloaded):
+                await service.classify(images, 1, time.monotonic() + 10, lease)
+            assert images == []  # taken, though refused before any was decoded
+            assert service.engine is not None
+            assert len(await service.classify([png((300, 200)) for _ in range(3)], 1, time.monotonic() + 10)) == 3
+        finally:
+            await service.stop()
+
+    asyncio.run(main())
+
+
+def test_bytes_go_back_to_the_budget_once_decoded_and_a_failed_image_cancels_its_batch_mates(
+    weights: Path, executors: Executors
+) -> None:
+    async def main() -> None:
+        service = started_service(weights, executors)
+        try:
+            budget = ByteBudget(10**9)
+            good = png((300, 200))
+            lease = budget.lease(2 * len(good) + 100)  # a multipart body: a little more than its files
+            [first, second] = await service.classify([good, good], 1, time.monotonic() + 10, lease)
+            assert first == second
+            assert lease.size == budget.in_use == 100  # what is left is the envelope, returned by close()
+            lease.close()
+            assert budget.in_use == 0
+            with pytest.raises(InvalidImage):
+                await service.classify([b"not an image", *[good] * 8], 1, time.monotonic() + 10)
+        finally:
+            await service.stop()
+
+    asyncio.run(main())
+
+
+def test_a_decode_whose_deadline_passed_while_waiting_for_a_worker_is_skipped(
+    weights: Path, executors: Executors
+) -> None:
+    async def main() -> None:
+        service = started_service(weights, executors)
+        try:
+            with pytest.raises(DeadlineExceeded, match="before the image was decoded"):
+                await service.classify([png((300, 200))], 1, time.monotonic() - 1)
+        finally:
+            await service.stop()
+
+    asyncio.run(main())
+
+
+def test_the_pixel_budget_covers_the_whole_request(weights: Path, executors: Executors) -> None:
+    async def main() -> None:
+        service = started_service(weights, executors, max_request_pixels=300 * 200 * 2)
+        try:
+            assert len(await service.classify([png((300, 200))] * 2, 1, time.monotonic() + 10)) == 2
+            with pytest.raises(DecodeBudgetExceeded):
+                await service.classify([png((300, 200))] * 3, 1, time.monotonic() + 10)
+        finally:
+            await service.stop()
+
+    asyncio.run(main())

@@ -36,7 +36,7 @@ def test_environment_is_read_and_flags_win(monkeypatch: pytest.MonkeyPatch) -> N
 def test_tuning_knobs_are_environment_only(monkeypatch: pytest.MonkeyPatch) -> None:
     flags = {action.dest for action in get_args_parser()._actions} - {"help", "version"}
     tuning = {"channels_last", "autotune_batch", "inline_decode_max_pixels", "malloc_keep_mb", "gc_gen0_threshold"}
-    tuning |= {"sim_t0_ms", "sim_t1_ms", "sim_lock_path"}
+    tuning |= {"sim_t0_ms", "sim_t1_ms", "sim_lock_path", "max_pixels_per_byte"}
     assert flags == set(Settings.model_fields) - tuning
     with pytest.raises(SystemExit):
         get_args_parser().parse_args(["--malloc-keep-mb", "0"])
@@ -63,7 +63,15 @@ def test_version_comes_from_the_package_metadata(capsys: pytest.CaptureFixture[s
 
 
 @pytest.mark.parametrize(
-    "argv", [["--device", "tpu"], ["--max-batch-size", "0"], ["--timeout-s", "0"], ["--max-upload-mb", "-1"]]
+    "argv",
+    [
+        ["--device", "tpu"],
+        ["--max-batch-size", "0"],
+        ["--timeout-s", "0"],
+        ["--max-upload-mb", "-1"],
+        ["--image-formats", "PNG,ICO"],
+        ["--image-formats", ""],
+    ],
 )
 def test_invalid_values_are_rejected(argv: list[str]) -> None:
     with pytest.raises(ValueError):
@@ -81,3 +89,22 @@ def test_cores_follow_a_container_cpu_limit(tmp_path: Path) -> None:
     assert available_cores(cpu_max) == min(2, available)
     cpu_max.write_text("50000 100000\n")
     assert available_cores(cpu_max) == 1
+
+
+def test_memory_follows_a_container_memory_limit_and_sizes_the_body_budget(tmp_path: Path) -> None:
+    from app.settings import available_memory
+
+    memory_max = tmp_path / "memory.max"
+    host = available_memory(tmp_path / "absent")
+    memory_max.write_text("max\n")
+    assert available_memory(memory_max) == host
+    memory_max.write_text(f"{512 * 1_048_576}\n")
+    assert available_memory(memory_max) == min(host, 512 * 1_048_576)
+    one, four = Settings(processes=1), Settings(processes=4)
+    assert one.max_body_bytes_in_flight_mb == pytest.approx(available_memory() / 8 / 1_048_576, abs=0.1)
+    assert four.max_body_bytes_in_flight_mb == pytest.approx(one.max_body_bytes_in_flight_mb / 4, abs=0.1)
+
+
+def test_image_formats_are_a_comma_separated_list_of_known_formats() -> None:
+    assert settings_from(["--image-formats", "png, jpeg"]).decode_limits.formats == ("PNG", "JPEG")
+    assert "TIFF" in settings_from([]).image_formats

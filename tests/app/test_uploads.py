@@ -8,44 +8,56 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from fastapi import FastAPI, Request
 
+from app.admission import ByteBudget, UploadPace
 from app.errors import install_error_handlers
-from app.uploads import _is_image_type, read_images
+from app.uploads import BodyReader, _is_image_type, read_images
 
 LIMIT = 1000  # bytes
 MAX_FILES = 3
 
 
-def make_app() -> FastAPI:
+def make_app(budget: ByteBudget, deadline_s: float = 30.0) -> FastAPI:
     app = FastAPI()
     install_error_handlers(app)
 
     def describe(images: list[bytes]) -> dict[str, list]:
         return {"sizes": [len(i) for i in images], "sha256": [hashlib.sha256(i).hexdigest() for i in images]}
 
+    def reader(request: Request) -> BodyReader:
+        now = time.monotonic()
+        return BodyReader(request, limit=LIMIT, budget=budget, pace=UploadPace(now, now + deadline_s, 0.0, 0.0))
+
     @app.post("/one")
     async def one(request: Request) -> dict[str, list]:
-        return describe(await read_images(request, field="file", limit=LIMIT))
+        with reader(request) as body:
+            return describe(await read_images(request, body, field="file"))
 
     @app.post("/many")
     async def many(request: Request) -> dict[str, list]:
-        return describe(await read_images(request, field="files", limit=LIMIT, max_files=MAX_FILES))
+        with reader(request) as body:
+            return describe(await read_images(request, body, field="files", max_files=MAX_FILES))
 
     return app
 
 
-def post(path: str, **kwargs) -> httpx.Response:
+def post(path: str, budget: ByteBudget | None = None, deadline_s: float = 30.0, **kwargs) -> httpx.Response:
+    budget = budget or ByteBudget(10 * LIMIT)
+
     async def main() -> httpx.Response:
-        transport = httpx.ASGITransport(app=make_app(), raise_app_exceptions=False)
+        transport = httpx.ASGITransport(app=make_app(budget, deadline_s), raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             return await client.post(path, **kwargs)
 
-    return asyncio.run(main())
+    response = asyncio.run(main())
+    assert budget.in_use == 0, "the request ended without returning its bytes to the budget"
+    return response
 
 
 def sha(data: bytes) -> str:
@@ -58,15 +70,18 @@ def payload(n: int, seed: int = 0) -> bytes:
 
 
 class Chunks:
-    """An async request body that records how many of its chunks the app pulled."""
+    """An async request body that records how many of its chunks the app pulled; with ``stall``, it then
+    sends nothing more, ever."""
 
-    def __init__(self, chunks: list[bytes]) -> None:
-        self.chunks, self.pulled = chunks, 0
+    def __init__(self, chunks: list[bytes], stall: bool = False) -> None:
+        self.chunks, self.pulled, self.stall = chunks, 0, stall
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         for chunk in self.chunks:
             self.pulled += 1
             yield chunk
+        if self.stall:
+            await asyncio.Event().wait()
 
     def whole(self) -> bytes:
         return b"".join(self.chunks)
@@ -152,6 +167,48 @@ def test_a_streamed_body_that_grows_past_the_limit_is_413_without_reading_the_re
     assert r.status_code == 413, r.text
     assert r.json()["detail"] == f"body exceeds the {LIMIT} byte limit (--max-upload-mb)"
     assert body.pulled == crossing, f"pulled {body.pulled} chunks; chunk {crossing} is the one over the limit"
+
+
+# --- byte budget and pace ---------------------------------------------------------------------
+
+
+def test_a_declared_body_the_budget_cannot_cover_is_503_before_any_byte_is_read() -> None:
+    budget = ByteBudget(LIMIT // 2)
+    body = Chunks(data_chunks(2, 300))
+    r = post("/one", budget, content=body, headers={"content-type": "image/png", "content-length": "600"})
+    assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+    assert "request bodies" in r.json()["detail"]
+    assert body.pulled == 0
+
+
+def test_a_chunked_body_takes_budget_as_it_arrives_and_is_503_once_past_it() -> None:
+    budget = ByteBudget(500)
+    body = Chunks(data_chunks(4, 200))  # no Content-Length
+    r = post("/one", budget, content=body, headers={"content-type": "image/png"})
+    assert r.status_code == 503, r.text
+    assert body.pulled == 3  # 600 bytes > 500: refused at the third chunk
+    assert post("/one", budget, content=Chunks(data_chunks(2, 200)), headers={"content-type": "image/png"}).is_success
+
+
+@pytest.mark.parametrize("kind", ["raw", "multipart"])
+def test_a_body_that_stalls_is_408_and_the_connection_is_closed(kind: str) -> None:
+    if kind == "raw":
+        head, content_type = [payload(300)], "image/png"
+    else:
+        start, content_type = multipart([("file", "a.png", "image/png", b"")])
+        head = [start[: start.index(b"\r\n\r\n") + 4], payload(300)]
+    r = post("/one", deadline_s=0.3, content=Chunks(head, stall=True), headers={"content-type": content_type})
+    assert r.status_code == 408, r.text
+    assert r.headers["connection"] == "close"
+    assert f"{sum(map(len, head))} bytes received" in r.json()["detail"]
+
+
+def test_the_pace_asks_for_the_minimum_rate_after_the_grace_period_and_everything_by_the_deadline() -> None:
+    pace = UploadPace(started=100.0, deadline=130.0, grace_s=5.0, min_rate=1000.0)
+    assert pace.next_by(0) == pytest.approx(105.001)
+    assert pace.next_by(9_999) == pytest.approx(115.0)  # 10 kB must be in by 5 s + 10 s
+    assert pace.next_by(10**6) == 130.0  # never later than the deadline
+    assert UploadPace(100.0, 130.0, 5.0, 0.0).next_by(0) == 130.0  # no rate: the deadline only
 
 
 # --- multipart --------------------------------------------------------------------------------
