@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 from PIL import Image
 
 from app.engine import Engine, candidate_batch_sizes, pick_batch_cap
+from app.errors import InferenceFailed
 from models import load_checkpoint
 from models.preprocessing import normalize
 
@@ -101,3 +103,13 @@ def test_warmup_runs_every_size_and_sets_the_cap(gray_checkpoint: Path) -> None:
     assert set(engine.warmup_ms) == {1, 2, 4, 8}
     assert cap == engine.batch_cap and 1 <= cap <= 8
     assert engine.warmup(8, autotune=False, rounds=1) == 8
+
+
+def test_non_finite_scores_fail_the_batch_instead_of_answering_nan(gray_checkpoint: Path) -> None:
+    engine = Engine.load(gray_checkpoint, device=CPU, channels_last=False)
+    image = engine.preprocess(png(Image.new("L", (28, 28), 128)))
+    assert all(math.isfinite(p["score"]) for p in engine.infer([(image, 3)])[0])  # type: ignore[union-attr]
+    with torch.no_grad():
+        engine.model.fc.bias.fill_(float("nan"))  # broken weights: every logit NaN
+    with pytest.raises(InferenceFailed, match="non-finite scores for all 2 images"):
+        engine.infer([(image, 3), (image, 1)])

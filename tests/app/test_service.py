@@ -193,9 +193,7 @@ def started_service(weights: Path, executors: Executors, **overrides: object) ->
     return service
 
 
-def test_a_batch_reserves_a_queue_slot_for_every_image_or_is_refused_whole(
-    weights: Path, executors: Executors
-) -> None:
+def test_a_batch_reserves_a_queue_slot_for_every_image_or_is_refused_whole(weights: Path, executors: Executors) -> None:
     async def main() -> None:
         service = started_service(weights, executors, max_queue=3)
         try:
