@@ -1,7 +1,11 @@
 # One image for serving and training.
 #   docker build -t resnet-serve .
-#   docker run --gpus all -p 8000:8000 resnet-serve                        # serves weights/
-#   docker run --gpus all -v weights:/app/weights resnet-serve resnet-train --arch resnet20 ...
+#   docker run --gpus all -p 8000:8000 -e RESNET_SERVE_API_KEY=... resnet-serve      # serves weights/
+#   docker run --gpus all --user 10002:10002 -v weights:/app/weights resnet-serve resnet-train --arch resnet20 ...
+#
+# Users: the server runs as uid 10001, which can read but not change the code or the weights: root owns
+# the environment and the shipped checkpoints, and uid 10002 (training) owns the weights directory, so
+# only a training run (`--user 10002:10002`) adds checkpoints to it.
 #
 # The base matches the CUDA of the locked torch wheel (torch 2.13.0 -> CUDA 13.0; a test checks it
 # against uv.lock). The `base` flavour is enough: torch's wheels bring the CUDA 13.0 runtime, cuBLAS,
@@ -40,10 +44,14 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 10001 --user-group resnet \
-    && install -d -o 10001 -g 10001 /data
+    && useradd --no-create-home --uid 10002 --user-group trainer \
+    && install -d -o 10002 -g 10002 /data
 WORKDIR /app
+# Owned by root (COPY's default), readable by all: the app code (in the venv) and the shipped weights.
 COPY --from=build /app/.venv /app/.venv
-COPY --chown=resnet:resnet weights/ /app/weights/
+COPY weights/ /app/weights/
+# The directory (not the files in it) belongs to the training user; before VOLUME, or it would not stick.
+RUN chown 10002:10002 /app/weights
 ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     MPLCONFIGDIR=/tmp/matplotlib \
@@ -51,7 +59,7 @@ ENV PATH=/app/.venv/bin:$PATH \
     RESNET_SERVE_PORT=8000 \
     RESNET_SERVE_WEIGHTS_DIR=/app/weights
 USER 10001:10001
-# Checkpoints to serve, and where `resnet-train --output-dir /app/weights` writes new ones.
+# Checkpoints to serve, and where `resnet-train --output-dir /app/weights` (as uid 10002) writes new ones.
 VOLUME ["/app/weights"]
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \

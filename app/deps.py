@@ -12,7 +12,7 @@ from app.errors import Unauthorized
 from app.registry import ModelRegistry
 from app.settings import Settings
 
-__all__ = ["RegistryDep", "SettingsDep", "check_api_key", "require_api_key"]
+__all__ = ["RegistryDep", "SettingsDep", "check_api_key", "presented_api_key", "require_api_key"]
 
 
 async def get_registry(request: Request) -> ModelRegistry:
@@ -31,12 +31,17 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 _bearer = HTTPBearer(auto_error=False, description="the --api-key, when one is set")
 
 
+def presented_api_key(settings: Settings, authorization: str | None) -> bool:
+    """Whether ``authorization`` is ``Bearer <--api-key>``; False when no key is set."""
+    if settings.api_key is None:
+        return False
+    scheme, _, given = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), settings.api_key.encode())
+
+
 def check_api_key(settings: Settings, authorization: str | None) -> None:
     """401 unless ``authorization`` is ``Bearer <--api-key>`` (no-op when no key is set)."""
-    if settings.api_key is None:
-        return
-    scheme, _, given = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), settings.api_key.encode()):
+    if settings.api_key is not None and not presented_api_key(settings, authorization):
         raise Unauthorized("missing or invalid API key (Authorization: Bearer ...)")
 
 

@@ -1,4 +1,9 @@
-"""The service's exceptions: each carries its HTTP status, and becomes JSON ``{"detail": ...}``."""
+"""The service's exceptions: each carries its HTTP status, and becomes JSON ``{"detail": ...}``.
+
+A detail is what the client sees, so it never carries an internal exception's text or a file path:
+those go to the log. An unexpected exception becomes ``internal_error_response()`` in
+``app.middleware``, which has the request id for the log and the response.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
+
+from app import request_log
 
 log = logging.getLogger("app.errors")
 
@@ -27,6 +34,7 @@ __all__ = [
     "DeadlineExceeded",
     "InferenceFailed",
     "install_error_handlers",
+    "internal_error_response",
 ]
 
 
@@ -98,9 +106,13 @@ class UnsupportedMediaType(ServeError):
 
 
 class InferenceFailed(ServeError):
-    """The forward pass of the batch this request was in failed."""
+    """The forward pass of the batch this request was in failed.
+
+    Its detail may hold the failure's own text (the batcher's); clients get ``PUBLIC_DETAIL`` instead.
+    """
 
     status = 500
+    PUBLIC_DETAIL = "inference failed for this request's batch; the server log has the reason"
 
 
 class NotReady(ServeError):
@@ -152,6 +164,12 @@ async def _serve_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
 
 
+async def _inference_failed(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InferenceFailed)
+    log.error("inference failed: %s", exc.detail, extra={"request_id": request_log.current().request_id})
+    return JSONResponse({"detail": InferenceFailed.PUBLIC_DETAIL}, status_code=exc.status)
+
+
 #: Status recorded (metrics, access log) when the client hung up before its request was read; nginx's 499.
 CLIENT_CLOSED_REQUEST = 499
 
@@ -162,14 +180,16 @@ async def _client_disconnected(request: Request, exc: Exception) -> Response:
     return Response(status_code=CLIENT_CLOSED_REQUEST)  # nobody reads it; it only labels the metrics
 
 
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+def internal_error_response() -> JSONResponse:
+    """The answer to an unexpected exception: a fixed detail, the exception itself only in the log."""
     return JSONResponse({"detail": "internal server error"}, status_code=500)
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Map every ``ServeError`` to its status and a JSON detail, a client that hung up mid-body to 499,
-    anything else to a logged JSON 500."""
+    """Map every ``ServeError`` to its status and a JSON detail and a client that hung up mid-body to 499.
+
+    Anything else propagates to ``RequestContextMiddleware``, which logs it and answers a JSON 500.
+    """
     app.add_exception_handler(ServeError, _serve_error)
+    app.add_exception_handler(InferenceFailed, _inference_failed)
     app.add_exception_handler(ClientDisconnect, _client_disconnected)
-    app.add_exception_handler(Exception, _unexpected)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from typing import Any
 
 import orjson
 
-__all__ = ["configure_logging", "JsonFormatter", "WorkerField"]
+__all__ = ["configure_logging", "escape_controls", "JsonFormatter", "TextFormatter", "WorkerField"]
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=`` and is logged as a field.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -40,15 +41,37 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+#: Characters that could start a new line or drive a terminal: C0 and C1 controls, DEL, Unicode line and
+#: paragraph separators, and bidirectional overrides (which reorder what a terminal shows).
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match[0]
+    return _NAMED.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with control characters written as ``repr``-style escapes (``\\n``, ``\\x1b``, ``\\u2028``)."""
+    return _UNSAFE.sub(_escape_char, text)
+
+
 class TextFormatter(logging.Formatter):
-    """``time level logger: message key=value ...``."""
+    """``time level logger: message key=value ...``, one line per record.
+
+    Messages and fields carry client-controlled text (paths, headers, model names): control characters
+    in them are escaped, so no value can start a forged log line or send terminal escapes. A traceback
+    keeps its line breaks, each of its lines indented so that none looks like the start of a record.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
-        extra = " ".join(f"{k}={v}" for k, v in _fields(record).items())
-        text = f"{stamp} {record.levelname:<7} {record.name}: {record.getMessage()} {extra}".rstrip()
+        fields = "".join(f" {k}={v}" for k, v in _fields(record).items())
+        text = escape_controls(f"{stamp} {record.levelname:<7} {record.name}: {record.getMessage()}{fields}")
         if record.exc_info:
-            text += "\n" + self.formatException(record.exc_info)
+            lines = self.formatException(record.exc_info).splitlines()
+            text += "".join(f"\n    {escape_controls(line)}" for line in lines)
         return text
 
 

@@ -1,4 +1,5 @@
-"""Per-request bookkeeping as plain ASGI middleware: request id, metrics, one structured log line."""
+"""Per-request bookkeeping as plain ASGI middleware: request id, metrics, one structured log line, and the
+JSON 500 for an unexpected exception."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import request_log
+from app.errors import internal_error_response
 from app.metrics import Metrics
 
 __all__ = ["RequestContextMiddleware"]
 
 log = logging.getLogger("app.access")
+error_log = logging.getLogger("app.errors")
 
 _PROBES = ("/health", "/ready", "/metrics")  # logged at DEBUG when they succeed
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
@@ -26,6 +29,10 @@ class RequestContextMiddleware:
 
     The route, the model service and the batcher add fields to the log line through
     ``app.request_log``: model, images, batch size, preprocessing, queue and inference milliseconds.
+
+    It is the outermost of the app's own middleware, so it also answers an exception nothing else
+    handled: logged with its traceback and the request id, then a JSON 500 that carries the id too
+    (Starlette's ``ServerErrorMiddleware``, outside it, would answer without the id).
     """
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
@@ -50,19 +57,27 @@ class RequestContextMiddleware:
             return
         started = time.perf_counter()
         request_id = _request_id(scope)
-        record = request_log.begin()
+        record = request_log.begin(request_id)
         status = 500
+        started_response = False
         header = (b"x-request-id", request_id.encode())
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started_response = message["status"], True
                 message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            error_log.exception(
+                "unhandled error on %s %s", scope["method"], scope["path"], extra={"request_id": request_id}
+            )
+            if started_response:
+                raise  # too late for a 500: the server closes the connection
+            await internal_error_response()(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")

@@ -20,12 +20,15 @@ from app.errors import NotReady, UnknownModel
 from app.service import ModelService, ModelState
 from models import CheckpointError, read_metadata
 
-__all__ = ["ModelRegistry", "Phase", "ReadinessBoard", "StartupError"]
+__all__ = ["LOAD_FAILED", "ModelRegistry", "Phase", "ReadinessBoard", "StartupError"]
 
 #: The service's phase as a whole: starting -> ready -> draining; or failed.
 Phase = Literal["starting", "ready", "draining", "failed"]
 
 log = logging.getLogger("app.registry")
+
+#: What a client learns about a checkpoint that failed; the reason (an exception's text, paths) is logged.
+LOAD_FAILED = "failed to load; the server log has the reason"
 
 
 class StartupError(RuntimeError):
@@ -48,7 +51,7 @@ class ModelRegistry:
         self.strict = strict
         self.paths: dict[str, Path] = {}
         self.services: dict[str, ModelService] = {}
-        self.failures: dict[str, str] = {}
+        self.failures: dict[str, str] = {}  # name -> reason, for the log and startup errors; never for clients
         self.default: str | None = None
         self.state: Phase = "starting"
         #: Called with each new phase (a worker of ``--processes`` writes it to the ``ReadinessBoard``).
@@ -126,7 +129,7 @@ class ModelRegistry:
         if service is not None:
             return service
         if name in self.failures and name in self.paths:
-            raise NotReady(f"model {name!r} failed to load: {self.failures[name]}")
+            raise NotReady(f"model {name!r} {LOAD_FAILED}")
         if name in self.paths:
             raise NotReady(f"model {name!r} is still loading")
         raise UnknownModel(f"unknown model {name!r}; available: {sorted(self.services)}")

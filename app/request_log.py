@@ -20,6 +20,7 @@ __all__ = ["RequestLog", "begin", "current"]
 class RequestLog:
     """What one request did, beyond its method, path, status and duration."""
 
+    request_id: str = ""
     model: str | None = None
     images: int = 0
     preprocess_s: float = 0.0
@@ -57,9 +58,9 @@ class RequestLog:
 _current: ContextVar[RequestLog | None] = ContextVar("request_log", default=None)
 
 
-def begin() -> RequestLog:
-    """A fresh log for the request this context is serving."""
-    log = RequestLog()
+def begin(request_id: str = "") -> RequestLog:
+    """A fresh log for the request ``request_id`` this context is serving."""
+    log = RequestLog(request_id)
     _current.set(log)
     return log
 

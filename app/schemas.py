@@ -64,10 +64,16 @@ class ModelInfo(BaseModel):
     batch_cap: int = Field(description="largest batch the batcher forms (chosen at warm-up, <= --max-batch-size)")
     warmup_ms: dict[int, float] = Field(description="forward time per batch size measured at warm-up")
     metadata: CheckpointMetadata
+    redacted: list[str] = Field(
+        default_factory=list,
+        description="keys withheld (blanked) because the request did not present the --api-key: the training "
+        "command line and arguments, which name paths on the training machine",
+    )
 
 
 class ModelList(BaseModel):
-    """Every served model, the default, and checkpoints that failed to load (name -> reason)."""
+    """Every served model, the default, and checkpoints that failed to load (name -> a fixed message; the
+    reason is in the server log)."""
 
     default: str | None
     models: list[ModelInfo]

@@ -1,4 +1,6 @@
-"""app.errors: each exception becomes its status with a JSON detail; surprises become a JSON 500."""
+"""app.errors: each exception becomes its status with a JSON detail, never an internal exception's text.
+
+(Surprises become a JSON 500 in ``app.middleware``: tests/app/test_middleware.py.)"""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from fastapi import FastAPI
 
 from app.errors import (
     DeadlineExceeded,
+    InferenceFailed,
     InvalidImage,
     Overloaded,
     PayloadTooLarge,
@@ -28,17 +31,16 @@ RAISES: dict[str, Exception] = {
     "415": UnsupportedMediaType("text/plain"),
     "503": Overloaded("queue full"),
     "504": DeadlineExceeded("too slow"),
-    "500": RuntimeError("a bug"),
 }
 
 
-def get(path: str) -> httpx.Response:
+def get(path: str, raises: dict[str, Exception] = RAISES) -> httpx.Response:
     app = FastAPI()
     install_error_handlers(app)
 
     @app.get("/raise/{status}")
     async def boom(status: str) -> None:
-        raise RAISES[status]
+        raise raises[status]
 
     async def main() -> httpx.Response:
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
@@ -53,9 +55,19 @@ def test_status_and_json_detail(status: str) -> None:
     r = get(f"/raise/{status}")
     assert r.status_code == int(status)
     exc = RAISES[status]
-    assert r.json()["detail"] == (exc.detail if isinstance(exc, ServeError) else "internal server error")
+    assert isinstance(exc, ServeError) and r.json()["detail"] == exc.detail
 
 
 def test_headers_for_retry_and_auth() -> None:
     assert get("/raise/503").headers["retry-after"] == "1"
     assert get("/raise/401").headers["www-authenticate"] == "Bearer"
+
+
+def test_a_failed_forward_answers_a_fixed_detail_and_logs_the_reason(caplog: pytest.LogCaptureFixture) -> None:
+    failure = InferenceFailed("inference failed: RuntimeError: CUDA error in /opt/build/kernels.cu")
+    r = get("/raise/500", {"500": failure})
+    assert r.status_code == 500
+    assert r.json() == {"detail": InferenceFailed.PUBLIC_DETAIL}
+    assert "CUDA" not in r.text and "/opt" not in r.text
+    [record] = [r for r in caplog.records if r.name == "app.errors"]
+    assert "CUDA error in /opt/build/kernels.cu" in record.getMessage()

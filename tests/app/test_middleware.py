@@ -1,18 +1,28 @@
-"""app.middleware: request ids, per-route metrics and the one log line per request with its fields."""
+"""app.middleware: request ids, per-route metrics, the one log line per request with its fields, and the JSON
+500 (with the request id) for an unexpected exception."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
+from typing import Annotated
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI, Query, Request, Response
 
 from app import request_log
+from app.deps import RegistryDep, SettingsDep
 from app.errors import InvalidImage, install_error_handlers
+from app.fast_path import FastPathMiddleware
+from app.main import create_app
 from app.metrics import Metrics
 from app.middleware import RequestContextMiddleware
+from app.registry import ModelRegistry
+from app.routes.predict import ServingRoute
+from app.schemas import PredictQuery
+from app.settings import Settings
 
 
 def make_app(metrics: Metrics) -> FastAPI:
@@ -91,3 +101,64 @@ def test_successful_probes_log_at_debug_only(caplog: pytest.LogCaptureFixture) -
     caplog.set_level(logging.INFO, logger="app.access")
     call(make_app(Metrics()), "/health")
     assert access_lines(caplog) == []
+
+
+SECRET = "token=s3cr3t in /srv/models/private.safetensors"
+
+
+def error_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "app.errors"]
+
+
+def assert_internal_error(response: httpx.Response, request_id: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A JSON 500 with the request id and nothing of the exception; the exception logged with the id."""
+    assert response.status_code == 500
+    assert response.json() == {"detail": "internal server error"}
+    assert response.headers["x-request-id"] == request_id
+    assert "s3cr3t" not in response.text and "/srv" not in response.text
+    [error] = error_records(caplog)
+    assert error.request_id == request_id  # type: ignore[attr-defined]
+    assert error.exc_info is not None and SECRET in str(error.exc_info[1])
+    [access] = access_lines(caplog)
+    assert (access.request_id, access.status) == (request_id, 500)  # type: ignore[attr-defined]
+
+
+def test_an_unexpected_exception_in_a_route_is_a_json_500_with_the_request_id(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    app = create_app(Settings(weights_dir=tmp_path, device="cpu"))
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError(SECRET)
+
+    assert_internal_error(call(app, "/boom", {"X-Request-ID": "req-500"}), "req-500", caplog)
+
+
+def test_an_unexpected_exception_on_the_fast_path_is_a_json_500_with_the_request_id(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    router = APIRouter(route_class=ServingRoute)
+
+    @router.post("/explode")
+    async def explode(
+        request: Request, registry: RegistryDep, settings: SettingsDep, query: Annotated[PredictQuery, Query()]
+    ) -> Response:
+        raise RuntimeError(SECRET)
+
+    app = FastAPI()  # the route is only on the fast path: through the router it would be a 404
+    app.state.settings = Settings(weights_dir=tmp_path, device="cpu")
+    app.state.registry = ModelRegistry(tmp_path)
+    install_error_handlers(app)
+    routes = [route for route in router.routes if isinstance(route, ServingRoute)]
+    app.add_middleware(FastPathMiddleware, routes=routes, exception_handlers=app.exception_handlers)
+    app.add_middleware(RequestContextMiddleware, metrics=Metrics())
+
+    async def main() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.post("/explode", headers={"X-Request-ID": "fast-500"})
+
+    assert_internal_error(asyncio.run(main()), "fast-500", caplog)

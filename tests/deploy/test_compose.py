@@ -1,4 +1,5 @@
-"""docker-compose.yml read statically: GPU serve, train profile into the same volume, monitoring."""
+"""docker-compose.yml read statically: GPU serve, train profile into the same volume, monitoring, and the
+secure defaults (required secrets, hardened containers, nothing published that needs no publishing)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import re
 import pytest
 import yaml
 from contract import METRIC_FAMILIES
-from deploy_files import ROOT, command_exists
+from deploy_files import ROOT, command_exists, parse_dockerfile
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +25,16 @@ def services(compose) -> dict:
 def interpolate(value: str) -> str:
     """Compose's ${VAR:-default} with an empty environment."""
     return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(value))
+
+
+def required_variable(value: str) -> str | None:
+    """VAR when ``value`` is exactly ``${VAR:?message}`` (compose refuses to run while VAR is unset or empty)."""
+    match = re.fullmatch(r"\$\{(\w+):\?[^}]+\}", str(value))
+    return match[1] if match else None
+
+
+def tmpfs_paths(service: dict) -> set[str]:
+    return {spec.split(":")[0] for spec in service.get("tmpfs", [])}
 
 
 def mounts(service: dict) -> dict[str, str]:
@@ -55,7 +66,7 @@ def test_serve_is_the_default_service_with_port_health_and_restart(services):
 
 def test_serve_settings_come_from_the_environment(services):
     environment = services["serve"]["environment"]
-    assert all(key.startswith("RESNET_SERVE_") for key in environment)
+    assert all(key.startswith("RESNET_SERVE_") or key == "HOME" for key in environment)
     assert environment["RESNET_SERVE_WEIGHTS_DIR"] in mounts(services["serve"])
     assert interpolate(environment["RESNET_SERVE_PORT"]) == "8000"
 
@@ -132,3 +143,50 @@ def test_dashboard_queries_only_real_metrics_and_covers_each_family():
         "datasources"
     ][0]["uid"]
     assert all(panel["datasource"]["uid"] == datasource_uid for panel in dashboard["panels"])
+
+
+@pytest.mark.parametrize("name", ["serve", "train", "prometheus", "grafana"])
+def test_every_service_is_hardened(services, name):
+    service = services[name]
+    assert service["read_only"] is True
+    assert service["cap_drop"] == ["ALL"] and "cap_add" not in service
+    assert "no-new-privileges:true" in service["security_opt"]
+    assert not service.get("privileged", False)
+    assert re.fullmatch(r"\d+[kmg]", interpolate(service["mem_limit"])), "a memory limit"
+
+
+@pytest.mark.parametrize("name", ["serve", "train"])
+def test_scratch_space_is_a_tmpfs(services, name):
+    service = services[name]
+    assert "/tmp" in tmpfs_paths(service)
+    home = service["environment"]["HOME"]
+    assert home in tmpfs_paths(service), "caches under HOME need a writable place on a read-only root"
+
+
+def test_the_api_key_is_required_from_the_environment(services):
+    assert required_variable(services["serve"]["environment"]["RESNET_SERVE_API_KEY"]) == "RESNET_SERVE_API_KEY"
+    assert "RESNET_SERVE_API_KEY" not in services["train"].get("environment", {})
+
+
+def test_grafana_has_no_anonymous_access_and_no_default_password(services):
+    environment = services["grafana"]["environment"]
+    assert environment["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert "GF_AUTH_ANONYMOUS_ORG_ROLE" not in environment
+    assert required_variable(environment["GF_SECURITY_ADMIN_PASSWORD"]) == "GF_SECURITY_ADMIN_PASSWORD"
+
+
+def test_prometheus_is_not_published_on_the_host(services):
+    assert "ports" not in services["prometheus"]
+    assert "network_mode" not in services["prometheus"]
+
+
+def test_serve_only_reads_the_weights_and_train_writes_them_as_their_owner(services):
+    serve_weights = next(v for v in services["serve"]["volumes"] if v.split(":")[1] == "/app/weights")
+    assert serve_weights.endswith(":ro")
+    runtime = parse_dockerfile((ROOT / "Dockerfile").read_text())
+    chowns = [ins.value for ins in runtime if ins.keyword == "RUN" and "/app/weights" in ins.value]
+    owner = re.search(r"chown (\d+):(\d+) /app/weights", " ".join(chowns))
+    assert owner, "the Dockerfile gives the weights directory to the training user"
+    assert services["train"]["user"] == f"{owner[1]}:{owner[2]}"
+    user = next(ins.value for ins in reversed(runtime) if ins.keyword == "USER")
+    assert services["train"]["user"] != user and "user" not in services["serve"]

@@ -76,6 +76,54 @@ def test_runs_as_non_root(stages):
     assert user not in ("root", "0")
 
 
+def runtime_user(stage) -> set[str]:
+    """The final USER's uid and the name `useradd --uid UID ... NAME` gave it."""
+    uid = last(stage, "USER").value.split(":")[0]
+    commands = [c.split() for ins in stage if ins.keyword == "RUN" for c in re.split(r"&&|;", ins.value)]
+    names = {words[-1] for words in commands if words[:1] == ["useradd"] and f"--uid {uid}" in " ".join(words)}
+    return {uid, *names}
+
+
+def ownership(stage) -> list[tuple[str, str, str]]:
+    """(keyword, owner, path) for every path the stage gives an owner: COPY (root unless --chown), chown, install -o."""
+    owned = []
+    for ins in stage:
+        if ins.keyword in ("COPY", "ADD"):
+            chown = re.search(r"--chown=(\S+)", ins.value)
+            owned.append((ins.keyword, chown[1].split(":")[0] if chown else "root", ins.value.split()[-1].rstrip("/")))
+        elif ins.keyword == "RUN":
+            for words in (c.split() for c in re.split(r"&&|;", ins.value)):
+                if words[:1] == ["chown"]:
+                    owner, *paths = [w for w in words[1:] if not w.startswith("-")]
+                    owned += [("chown", owner.split(":")[0], path.rstrip("/")) for path in paths]
+                elif words[:1] == ["install"] and "-o" in words:
+                    owned.append(("install", words[words.index("-o") + 1], words[-1].rstrip("/")))
+    return owned
+
+
+def test_code_and_weights_are_root_owned_and_not_writable_by_the_runtime_user(stages):
+    runtime = final(stages)
+    user = runtime_user(runtime)
+    assert len(user) == 2, "useradd creates the runtime uid"
+    env = " ".join(ins.value for ins in runtime if ins.keyword == "ENV")
+    weights_dir = re.search(r"RESNET_SERVE_WEIGHTS_DIR=(\S+)", env)[1]
+    owned = ownership(runtime)
+    copied = {path: owner for keyword, owner, path in owned if keyword == "COPY"}
+    assert copied[weights_dir] == "root", "the shipped weights"
+    assert copied["/app/.venv"] == "root", "the environment, with the app code installed in it"
+    for _, owner, path in owned:
+        assert not (path.startswith("/app") and owner in user), f"{path} belongs to the runtime user ({owner})"
+
+
+def test_ownership_is_set_before_the_volume_is_declared(stages):
+    """Changes to a VOLUME's path after the VOLUME instruction are discarded by the classic builder."""
+    runtime = final(stages)
+    volume = last(runtime, "VOLUME")
+    for ins in runtime:
+        if ins.keyword == "RUN" and "chown" in ins.value:
+            assert ins.line < volume.line, f"line {ins.line}: chown after VOLUME (line {volume.line})"
+
+
 def test_healthcheck_hits_health_on_the_exposed_port(stages):
     runtime = final(stages)
     health = last(runtime, "HEALTHCHECK").value

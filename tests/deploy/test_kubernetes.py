@@ -164,3 +164,125 @@ def test_weights_loader_mounts_the_same_claim_outside_the_kustomization(kustomiz
     assert "ReadWriteMany" in resources["PersistentVolumeClaim"]["spec"]["accessModes"]
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
     kubernetes_validate.validate(loader, "1.33.0", strict=True)
+
+
+# Pod Security Standard "restricted" (https://kubernetes.io/docs/concepts/security/pod-security-standards/).
+RESTRICTED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+
+
+def restricted_violations(spec: dict) -> list[str]:
+    """What in the pod ``spec`` the "restricted" standard forbids (empty when it complies)."""
+    problems = [key for key in ("hostNetwork", "hostPID", "hostIPC") if spec.get(key)]
+    problems += [f"volume {v['name']}" for v in spec.get("volumes", []) if not RESTRICTED_VOLUMES & v.keys()]
+    pod = spec.get("securityContext", {})
+    for container in spec["containers"] + spec.get("initContainers", []):
+        context, name = container.get("securityContext", {}), container["name"]
+        effective = {**pod, **context}
+        capabilities = context.get("capabilities", {})
+        checks = {
+            "privileged": not context.get("privileged", False),
+            "allowPrivilegeEscalation: false": context.get("allowPrivilegeEscalation") is False,
+            "runAsNonRoot: true": effective.get("runAsNonRoot") is True,
+            "runAsUser not 0": effective.get("runAsUser") != 0,
+            "seccompProfile": effective.get("seccompProfile", {}).get("type") in ("RuntimeDefault", "Localhost"),
+            "capabilities drop ALL": "ALL" in capabilities.get("drop", []),
+            "no capabilities added": set(capabilities.get("add", [])) <= {"NET_BIND_SERVICE"},
+            "no hostPort": not any(port.get("hostPort") for port in container.get("ports", [])),
+        }
+        problems += [f"{name}: {check}" for check, ok in checks.items() if not ok]
+    return problems
+
+
+@pytest.fixture(scope="module")
+def loader() -> dict:
+    (pod,) = load(BASE / "weights-loader.yaml")
+    return pod
+
+
+def env_var(container: dict, name: str) -> dict:
+    (entry,) = [e for e in container.get("env", []) if e["name"] == name]
+    return entry
+
+
+def test_the_namespace_enforces_the_restricted_standard(resources):
+    labels = resources["Namespace"]["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_serving_and_loader_pods_meet_the_restricted_standard(pod, loader):
+    assert restricted_violations(pod["spec"]) == []
+    assert restricted_violations(loader["spec"]) == []
+
+
+def test_the_restricted_check_catches_each_kind_of_violation(pod):
+    spec = yaml.safe_load(yaml.safe_dump(pod["spec"]))
+    (container,) = spec["containers"]
+    del spec["securityContext"]["seccompProfile"]
+    container["securityContext"]["allowPrivilegeEscalation"] = True
+    container["securityContext"]["capabilities"] = {"add": ["SYS_ADMIN"]}
+    spec["volumes"].append({"name": "host", "hostPath": {"path": "/"}})
+    assert sorted(restricted_violations(spec)) == [
+        "resnet-serve: allowPrivilegeEscalation: false",
+        "resnet-serve: capabilities drop ALL",
+        "resnet-serve: no capabilities added",
+        "resnet-serve: seccompProfile",
+        "volume host",
+    ]
+
+
+def test_no_pod_gets_a_service_account_token(pod, loader):
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    assert loader["spec"]["automountServiceAccountToken"] is False
+
+
+def test_a_disruption_budget_covers_the_serving_pods(resources, pod):
+    budget = resources["PodDisruptionBudget"]["spec"]
+    assert budget["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert budget["maxUnavailable"] == 1, "one pod at a time, and a single replica never blocks a drain"
+    assert budget["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+
+
+def test_the_api_key_comes_from_a_secret_that_is_not_committed(container, kustomization):
+    reference = env_var(container, "RESNET_SERVE_API_KEY")["valueFrom"]["secretKeyRef"]
+    assert reference["name"] and reference["key"] and not reference.get("optional", False)
+    assert "RESNET_SERVE_API_KEY" not in settings(kustomization)
+    assert "secretGenerator" not in kustomization
+    committed = [doc for path in BASE.rglob("*.yaml") for doc in load(path)]
+    assert not any(doc.get("kind") == "Secret" for doc in committed), "the key is created in the cluster, not here"
+
+
+def test_every_empty_dir_has_a_size_limit(pod, loader):
+    for spec in (pod["spec"], loader["spec"]):
+        for volume in spec.get("volumes", []):
+            if "emptyDir" in volume:
+                assert volume["emptyDir"].get("sizeLimit"), volume["name"]
+
+
+def test_processes_and_torch_threads_follow_the_cpu_limit(container, kustomization):
+    limit = container["resources"]["limits"]["cpu"]
+    assert int(limit) >= 1, "a CPU limit: the container's cgroup quota, which the service reads too"
+    processes = env_var(container, "RESNET_SERVE_PROCESSES")["valueFrom"]["resourceFieldRef"]
+    assert processes["resource"] == "limits.cpu" and processes["divisor"] == "1"
+    assert processes.get("containerName", container["name"]) == container["name"]
+    processes_count = int(limit)  # what resourceFieldRef with divisor 1 gives for a whole number of CPUs
+    threads = int(env_var(container, "RESNET_SERVE_TORCH_THREADS")["value"])
+    assert processes_count * threads <= int(limit), "processes x torch threads within the CPU limit"
+    assert {"RESNET_SERVE_PROCESSES", "RESNET_SERVE_TORCH_THREADS"}.isdisjoint(settings(kustomization))
+
+
+def test_the_server_cannot_write_the_weights(pod, container, loader):
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "weights")
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "weights")
+    assert mount["readOnly"] is True and volume["persistentVolumeClaim"]["readOnly"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    writer, server = loader["spec"]["securityContext"], pod["spec"]["securityContext"]
+    assert writer["runAsUser"] != server["runAsUser"], "the checkpoints belong to another user than the server"
