@@ -28,6 +28,7 @@ from pydantic.fields import FieldInfo
 from app import __version__
 from app.logs import configure_logging
 from app.main import create_app
+from app.protocol import header_timeout_protocol
 from app.registry import ModelRegistry, ReadinessBoard
 from app.settings import Settings
 from app.supervisor import Supervisor
@@ -172,6 +173,7 @@ def serve(
         server_header=False,
         limit_concurrency=settings.max_connections,
         timeout_keep_alive=settings.keep_alive_s,
+        http=header_timeout_protocol(settings.header_timeout_s),
     )
     server = DrainingServer(config, registry.drain, settings.drain_grace_s)
     server.run(sockets=sockets)

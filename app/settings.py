@@ -168,6 +168,12 @@ class Settings(BaseSettings):
         json_schema_extra=TUNING,
     )
     max_batch_files: int = Field(64, ge=1, description="most images in one /predict/batch request")
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="close a connection whose request headers are not complete this long after it opened "
+        "or after its previous response",
+    )
     keep_alive_s: int = Field(5, ge=1, description="close an idle keep-alive connection after this many seconds")
     # Processes and threads
     processes: int = Field(
