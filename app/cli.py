@@ -172,7 +172,10 @@ def serve(
         server_header=False,
     )
     server = DrainingServer(config, registry.drain, settings.drain_grace_s)
-    server.run(sockets=sockets)
+    try:
+        server.run(sockets=sockets)
+    except SystemExit:  # uvicorn's exit (status 3) when the lifespan raised; the reason is logged as "startup failed"
+        return 1
     if registry.state == "failed" or not server.started:
         return 1
     return 0

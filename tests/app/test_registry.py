@@ -48,8 +48,10 @@ def test_lookups_while_starting_ready_and_draining(weights: Path) -> None:
     registry.scan()
     with pytest.raises(NotReady, match="still loading"):
         registry.get(None)  # scanned, not loaded yet
+    with pytest.raises(NotReady, match="'broken' failed to load: .*safetensors"):
+        registry.get("broken")  # listed under failed, so not unknown
     with pytest.raises(UnknownModel):
-        registry.get("broken")
+        registry.get("nope")
     registry.fail("rgb", "RuntimeError: boom")
     with pytest.raises(NotReady, match="failed to load: RuntimeError: boom"):
         registry.get("rgb")
