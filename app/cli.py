@@ -176,7 +176,10 @@ def serve(
         http=header_timeout_protocol(settings.header_timeout_s),
     )
     server = DrainingServer(config, registry.drain, settings.drain_grace_s)
-    server.run(sockets=sockets)
+    try:
+        server.run(sockets=sockets)
+    except SystemExit:  # uvicorn's exit (status 3) when the lifespan raised; the reason is logged as "startup failed"
+        return 1
     if registry.state == "failed" or not server.started:
         return 1
     return 0

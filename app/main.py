@@ -68,9 +68,10 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             device = resolve_serving_device(settings)
-        except ValueError as exc:
+            registry.scan()
+        except (ValueError, StartupError) as exc:  # a bad --device; no usable checkpoint; --strict and a broken one
+            registry.mark_failed(str(exc))  # the one clear log line: "startup failed: <reason>"
             raise StartupError(str(exc)) from None
-        registry.scan()
         executors = Executors.create(workers=settings.workers, torch_threads=settings.torch_threads)
         loader = ModelLoader(settings, device, executors, metrics)
         loading = asyncio.create_task(loader.load_all(registry, on_fatal=on_fatal, on_ready=on_ready))

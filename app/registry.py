@@ -128,7 +128,7 @@ class ModelRegistry:
         service = self.services.get(name) if name is not None else None
         if service is not None:
             return service
-        if name in self.failures and name in self.paths:
+        if name in self.failures:  # a header unreadable at scan, or weights that failed to load
             raise NotReady(f"model {name!r} {LOAD_FAILED}")
         if name in self.paths:
             raise NotReady(f"model {name!r} is still loading")

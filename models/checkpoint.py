@@ -1,7 +1,9 @@
 """Read and write the one checkpoint format: a ``.safetensors`` file whose header describes the model.
 
 Loading never unpickles: tensors come from safetensors, the description from JSON in its header.
-Writing is atomic: a temporary file in the same directory, fsynced, then renamed over the target.
+Writing is atomic: the file is serialized in memory, written to a temporary file in the same directory,
+fsynced, then renamed over the target; if any step fails (a full disk, say) the temporary file is removed,
+the previous file is untouched, and the ``OSError`` propagates.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from models.metadata import METADATA_KEY, CheckpointError, CheckpointMetadata
 from models.registry import create_model
 
-__all__ = ["load_checkpoint", "read_metadata", "save_checkpoint", "build_model"]
+__all__ = ["load_checkpoint", "read_metadata", "save_checkpoint", "build_model", "write_atomically"]
 
 SUFFIX = ".safetensors"
 
@@ -40,19 +42,29 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], metadata: Ch
     bare = getattr(model, "module", model)
     bare = getattr(bare, "_orig_mod", bare)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in bare.state_dict().items()}
+    write_atomically(path, save(tensors, metadata={METADATA_KEY: header}))
+    return path
+
+
+def write_atomically(path: str | os.PathLike[str], data: bytes) -> None:
+    """Replace ``path`` with ``data``: readers see the old file or the new one, never a part of either.
+
+    On failure (``OSError``: disk full, file too large, no permission) the temporary file is removed
+    and the old file, if any, stays as it was.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        save_file(tensors, tmp_name, metadata={METADATA_KEY: header})
-        with open(tmp_name, "rb") as handle:
+        with open(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp_name, 0o644)  # mkstemp makes it owner-only; checkpoints are read by other users
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
-    return path
 
 
 def read_metadata(path: str | os.PathLike[str]) -> CheckpointMetadata:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 from torch import Tensor
+
+from models.checkpoint import write_atomically
 
 __all__ = ["plot_curves", "plot_confusion"]
 
@@ -28,9 +32,18 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str) -> Path:
         axis.grid(alpha=0.3)
         axis.legend()
     figure.suptitle(title)
+    return _save(figure, path)
+
+
+def _save(figure: Figure, path: Path) -> Path:
+    """Write ``figure`` as a PNG atomically (a full disk leaves the previous figure), then close it."""
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    buffer = io.BytesIO()
+    try:
+        figure.savefig(buffer, format="png", dpi=110)
+    finally:
+        plt.close(figure)
+    write_atomically(path, buffer.getvalue())
     return path
 
 
@@ -49,7 +62,4 @@ def plot_confusion(confusion: Tensor, labels: list[str], path: Path, title: str)
             for j in range(len(labels)):
                 color = "white" if rates[i, j] > 0.5 else "black"
                 axis.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=7, color=color)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(figure, path)

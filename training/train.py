@@ -7,6 +7,7 @@ DistributedDataParallel (NCCL on GPUs, gloo on CPUs) and only rank 0 writes.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import shlex
 import sys
@@ -27,6 +28,7 @@ from models import (
     list_models,
     save_checkpoint,
 )
+from models.checkpoint import write_atomically
 from training.augment import random_crop, random_erase, random_flip
 from training.datasets import DATASETS, DataError, LoadedData, load_data
 from training.distributed import init_distributed_mode
@@ -49,6 +51,10 @@ AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 class TrainingError(Exception):
     """A user mistake that stops training with a one-line message (no traceback)."""
+
+
+class WriteError(Exception):
+    """An epoch's outputs could not be written (disk full, file too large, no permission): exit status 1."""
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -160,9 +166,9 @@ def make_augment(
 
 def save_state(path: Path, **state: Any) -> None:
     """Write the resume state atomically (it is only ever read with ``weights_only=True``)."""
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_atomically(path, buffer.getvalue())
 
 
 def load_state(path: Path, model: nn.Module, num_classes: int) -> dict[str, Any]:
@@ -324,6 +330,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 f"{' *' if improved else ''}",
                 flush=True,
             )
+            metadata: CheckpointMetadata | None = None
             if improved:
                 metadata = CheckpointMetadata(
                     architecture=ArchitectureSpec(args.arch, len(labels), spec.channels),
@@ -339,23 +346,31 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                     ),
                     provenance=Provenance.now(command),
                 )
-                save_checkpoint(model, checkpoint_path, metadata)
-            save_state(
-                state_path,
-                model=model.state_dict(),
-                optimizer=optimizer.state_dict(),
-                scheduler=scheduler.state_dict() if scheduler is not None else None,
-                scaler=scaler.state_dict() if scaler is not None else None,
-                epoch=epoch,
-                best_accuracy=best_accuracy,
-                best_epoch=best_epoch,
-                history=history,
-                num_classes=len(labels),
-                rng=torch.get_rng_state(),
-                args=arguments,
-            )
-            (output_dir / "history.json").write_text(json.dumps(history, indent=1))
-            plot_curves(history, output_dir / "curves.png", f"{name}: {args.arch} on {args.dataset}")
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "epoch": epoch,
+                "best_accuracy": best_accuracy,
+                "best_epoch": best_epoch,
+                "history": history,
+                "num_classes": len(labels),
+                "rng": torch.get_rng_state(),
+                "args": arguments,
+            }
+            try:  # each file is replaced atomically: a failed write leaves the previous one as it was
+                if metadata is not None:
+                    save_checkpoint(model, checkpoint_path, metadata)
+                save_state(state_path, **state)
+                write_atomically(output_dir / "history.json", json.dumps(history, indent=1).encode())
+                plot_curves(history, output_dir / "curves.png", f"{name}: {args.arch} on {args.dataset}")
+            except OSError as exc:
+                hint = "; fix that and continue with --resume" if state_path.is_file() else ""
+                raise WriteError(
+                    f"cannot save epoch {epoch} in {output_dir}: {exc.strerror or exc}; "
+                    f"the files saved before are intact{hint}"
+                ) from None
         if args.early_stopping and epochs_without_improvement >= args.early_stopping:
             if context.is_main:
                 print(f"early stopping: no better test accuracy for {args.early_stopping} epochs", flush=True)
@@ -379,10 +394,13 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    """Console entry point: user mistakes become one line on stderr and exit status 2."""
+    """Console entry point: one line on stderr and exit status 2 for user mistakes, 1 for failed writes."""
     args = get_args_parser().parse_args(argv)
     try:
         main(args)
+    except WriteError as exc:
+        print(f"resnet-train: error: {exc}", file=sys.stderr)
+        return 1
     except (DataError, TrainingError) as exc:
         print(f"resnet-train: error: {exc}", file=sys.stderr)
         return 2

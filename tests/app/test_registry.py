@@ -48,8 +48,10 @@ def test_lookups_while_starting_ready_and_draining(weights: Path) -> None:
     registry.scan()
     with pytest.raises(NotReady, match="still loading"):
         registry.get(None)  # scanned, not loaded yet
+    with pytest.raises(NotReady, match="'broken' failed to load"):
+        registry.get("broken")  # listed under failed, so not unknown
     with pytest.raises(UnknownModel):
-        registry.get("broken")
+        registry.get("nope")
     registry.fail("rgb", "RuntimeError: boom in /srv/secret/rgb.safetensors")
     with pytest.raises(NotReady, match="'rgb' failed to load") as failed:
         registry.get("rgb")

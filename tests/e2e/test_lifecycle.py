@@ -1,4 +1,4 @@
-"""Process lifecycle: readiness around warm-up, API key, SIGTERM drain, startup failures.
+"""Process lifecycle: readiness around warm-up, API key, SIGTERM drain (startup failures: test_faults_checkpoint.py).
 
 The module's server is shut down by the last test (``test_sigterm_drains_then_exits_0``).
 """
@@ -111,13 +111,3 @@ def test_sigterm_drains_then_exits_0(booted: tuple[ServerProcess, list]) -> None
         assert [f.result() for f in in_flight] == [200] * 6
     assert server.proc.wait(30) == 0
     assert "draining" in server.log()
-
-
-def test_strict_startup_with_a_broken_checkpoint_exits_non_zero(
-    start_server, weights_dir: Path, tmp_path: Path
-) -> None:
-    (tmp_path / "alpha.safetensors").write_bytes((weights_dir / "alpha.safetensors").read_bytes())
-    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 64)
-    server = start_server(["--weights-dir", str(tmp_path), "--strict"])
-    assert server.proc.wait(60) != 0
-    assert "bad" in server.log() and "--strict" in server.log()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from factories import make_metadata
+from faults import file_size_limit
 from safetensors.torch import save_file
 
 from models import (
@@ -21,7 +23,6 @@ from models import (
     read_metadata,
     save_checkpoint,
 )
-from models import checkpoint as checkpoint_module
 from models.metadata import METADATA_KEY
 
 
@@ -47,22 +48,16 @@ def test_metadata_records_versions_and_command(tmp_path: Path) -> None:
     assert meta.format_version == 1
 
 
-def test_a_crash_mid_save_keeps_the_old_checkpoint_and_leaves_no_temporary_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_write_failing_mid_save_keeps_the_old_checkpoint_and_leaves_no_temporary_file(tmp_path: Path) -> None:
     target = tmp_path / "m.safetensors"
     save_checkpoint(create_model("resnet20", in_channels=1), target, make_metadata())
     before = target.read_bytes()
-
-    def crash_halfway(tensors: dict[str, torch.Tensor], filename: str, metadata: dict[str, str]) -> None:
-        Path(filename).write_bytes(before[: len(before) // 2])
-        raise OSError("disk full")
-
-    monkeypatch.setattr(checkpoint_module, "save_file", crash_halfway)
-    with pytest.raises(OSError, match="disk full"):
+    with file_size_limit(len(before) // 2), pytest.raises(OSError) as error:  # the kernel refuses the second half
         save_checkpoint(create_model("resnet20", in_channels=1), target, make_metadata())
+    assert error.value.errno == errno.EFBIG
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+    load_checkpoint(target)
 
 
 def test_truncated_file_gives_a_clear_error(tmp_path: Path) -> None:
