@@ -185,15 +185,18 @@ class Engine:
         self.batch_cap = pick_batch_cap(per_image) if autotune else max_batch_size
         return self.batch_cap
 
-    def prime(self) -> None:
-        """One forward at every warm-up batch size up to ``batch_cap``; call it in the thread that will serve.
+    def prime_sizes(self) -> list[int]:
+        """The batch sizes ``prime`` runs: every warm-up size up to ``batch_cap``."""
+        return candidate_batch_sizes(self.batch_cap)
+
+    def prime(self, size: int) -> None:
+        """One forward at batch size ``size``; call it in the thread that will serve, for each of ``prime_sizes``.
 
         Warm-up runs in a loader thread, and torch keeps some per-thread state for a forward (its OpenMP
         team, oneDNN's primitive caches): when the forward thread met its batch sizes first under load,
         ResNet-50 batch-1 forwards stayed at 56 ms instead of 41 ms afterwards on the 2-core VM.
         """
-        for size in candidate_batch_sizes(self.batch_cap):
-            self._run(self.blank_batch(size))
+        self._run(self.blank_batch(size))
 
     def _run(self, batch: Tensor) -> float:
         start = time.perf_counter()

@@ -2,12 +2,14 @@
 
 Startup uses it for every scanned checkpoint (``load_all``); the same call loads one model later on.
 Loading and warm-up run in a loader thread of their own, so the batches of the models already serving
-are not held up; then one forward per warm-up batch size runs in the forward thread (``Engine.prime``).
+are not held up; then one forward per warm-up batch size runs in the forward thread (``Engine.prime``),
+each a job of its own, so the batches of models already serving wait for one forward at most.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from app.devices import ServingDevice
@@ -36,7 +38,8 @@ class ModelLoader:
         )
         await self.executors.run_load(service.load)
         try:
-            await self.executors.run_forward(service.prime)  # a few forwards: between other models' batches
+            for size in service.prime_sizes():  # one forward per job: other models' batches run in between
+                await self.executors.run_forward(partial(service.prime, size))
             service.start(default=default)
         except Exception as exc:
             service.fail(f"{type(exc).__name__}: {exc}")

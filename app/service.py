@@ -118,9 +118,13 @@ class ModelService:
         self.load_s = round(time.perf_counter() - started, 3)
         self.loaded_at = datetime.now(UTC)
 
-    def prime(self) -> None:
-        """One forward per warm-up batch size, in the calling thread (the forward thread: see ``Engine.prime``)."""
-        self._require_engine().prime()
+    def prime_sizes(self) -> list[int]:
+        """The batch sizes to prime in the forward thread, one ``prime(size)`` each."""
+        return self._require_engine().prime_sizes()
+
+    def prime(self, size: int) -> None:
+        """One forward at batch size ``size``, in the calling thread (the forward thread: see ``Engine.prime``)."""
+        self._require_engine().prime(size)
 
     def start(self, *, default: bool) -> None:
         """Open the batcher (in the running event loop) and publish the model's metrics; state: ready."""
