@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
@@ -180,6 +182,13 @@ async def _client_disconnected(request: Request, exc: Exception) -> Response:
     return Response(status_code=CLIENT_CLOSED_REQUEST)  # nobody reads it; it only labels the metrics
 
 
+async def _invalid_parameters(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's own 422, counted as ``bad_request``."""
+    assert isinstance(exc, RequestValidationError)
+    _count_rejection(request, "bad_request")
+    return await request_validation_exception_handler(request, exc)
+
+
 def internal_error_response() -> JSONResponse:
     """The answer to an unexpected exception: a fixed detail, the exception itself only in the log."""
     return JSONResponse({"detail": "internal server error"}, status_code=500)
@@ -193,3 +202,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServeError, _serve_error)
     app.add_exception_handler(InferenceFailed, _inference_failed)
     app.add_exception_handler(ClientDisconnect, _client_disconnected)
+    app.add_exception_handler(RequestValidationError, _invalid_parameters)

@@ -116,6 +116,14 @@ class ServerProcess:
         return self.proc.returncode
 
 
+def rss_bytes(server: ServerProcess) -> int:
+    """The server process's resident memory (its own, not its children's)."""
+    for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {server.proc.pid}")
+
+
 def png_bytes(value: int = 128, size: tuple[int, int] = (28, 28), mode: str = "L") -> bytes:
     """A small solid PNG."""
     buf = io.BytesIO()

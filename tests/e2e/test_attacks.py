@@ -20,17 +20,9 @@ from pathlib import Path
 
 import httpx
 from PIL import Image, PngImagePlugin
-from serve_helpers import ServerProcess, metric_total, wait_until
+from serve_helpers import ServerProcess, metric_total, rss_bytes, wait_until
 
 MB = 1_048_576
-
-
-def rss_bytes(server: ServerProcess) -> int:
-    """The server process's resident memory."""
-    for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
 
 
 @contextmanager
