@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from serve_helpers import png_bytes, rss_bytes
+from serve_helpers import device_held, png_bytes, rss_bytes
 
 
 def test_full_queue_answers_503_with_retry_after_and_stays_ready(start_server, weights_dir: Path) -> None:
@@ -30,10 +30,12 @@ def test_full_queue_answers_503_with_retry_after_and_stays_ready(start_server, w
         assert c.post("/predict", files={"file": ("a.png", png_bytes(), "image/png")}).status_code == 200
 
 
-def test_deadline_answers_504(start_server, weights_dir: Path) -> None:
-    server = start_server(["--weights-dir", str(weights_dir), "--timeout-s", "0.000001", "--torch-threads", "1"])
+def test_deadline_answers_504(start_server, weights_dir: Path, tmp_path: Path) -> None:
+    lock = tmp_path / "lock"
+    server = start_server([*sim_args(weights_dir), "--timeout-s", "0.5"], env={"RESNET_SERVE_SIM_LOCK_PATH": str(lock)})
     server.wait_ready()
-    r = httpx.post(server.url + "/predict", files={"file": ("a.png", png_bytes(), "image/png")}, timeout=30)
+    with device_held(lock):  # the request's batch waits for the device past its deadline
+        r = httpx.post(server.url + "/predict", files={"file": ("a.png", png_bytes(), "image/png")}, timeout=30)
     assert r.status_code == 504
     assert "deadline" in r.json()["detail"]
     assert server.get("/ready").status_code == 200

@@ -7,31 +7,15 @@ GPU holds a forward thread. Failing batches come from a checkpoint whose weights
 
 from __future__ import annotations
 
-import fcntl
-import os
 import socket
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import torch
-from serve_helpers import ServerProcess, metric_total, png_bytes, wait_until
+from serve_helpers import ServerProcess, device_held, metric_total, png_bytes, wait_until
 
 from models import load_checkpoint, save_checkpoint
-
-
-@contextmanager
-def device_held(lock_path: Path) -> Iterator[None]:
-    """Hold the simulated device: every forward of the server waits until the block ends."""
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 def sim_server(start_server, weights_dir: Path, lock_path: Path, *extra: str) -> ServerProcess:
