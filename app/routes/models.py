@@ -10,7 +10,12 @@ from app.registry import ModelRegistry
 from app.schemas import ERROR_RESPONSES, ModelInfo, ModelList
 from app.service import ModelService
 
-router = APIRouter(prefix="/models", tags=["models"], dependencies=[Depends(require_api_key)])
+router = APIRouter(
+    prefix="/models",
+    tags=["models"],
+    dependencies=[Depends(require_api_key)],
+    responses={401: ERROR_RESPONSES[401]},
+)
 
 
 def _info(registry: ModelRegistry, service: ModelService) -> ModelInfo:
@@ -31,7 +36,7 @@ def _info(registry: ModelRegistry, service: ModelService) -> ModelInfo:
     )
 
 
-@router.get("", response_model=ModelList)
+@router.get("", response_model=ModelList, responses={503: ERROR_RESPONSES[503]})
 async def list_models(registry: RegistryDep) -> ModelList:
     """List the served models, the default one, and checkpoints that failed to load."""
     models = [_info(registry, service) for service in registry.services.values()]
