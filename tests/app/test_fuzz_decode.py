@@ -7,10 +7,22 @@ service). The number of examples is the hypothesis profile's (tests/conftest.py,
 
 from __future__ import annotations
 
+import struct
 import warnings
+import zlib
 
+import pytest
 import torch
-from fuzz_images import EncodedImage, byte_mutations, images, mutated_images, plain_pngs, png_mutations
+from fuzz_images import (
+    PNG_SIGNATURE,
+    EncodedImage,
+    byte_mutations,
+    images,
+    mutated_images,
+    plain_pngs,
+    png_chunk,
+    png_mutations,
+)
 from hypothesis import event, given
 from hypothesis import strategies as st
 from torch import Tensor
@@ -102,3 +114,27 @@ def test_arbitrary_bytes_decode_or_are_invalid(data: bytes, prefix: bytes, spec:
     tensor = decode(prefix + data, spec, DEFAULT_MAX_PIXELS)
     if tensor is not None:
         assert_model_input(tensor, spec)
+
+
+# ---- defects the fuzzing found, pinned until fixed (docs/fuzzing.md) ---------------------------------------
+
+#: A 1x1 grey PNG with an empty iCCP chunk after its IDAT (found by the plain PNG test's long run).
+EMPTY_ICCP_AFTER_IDAT = PNG_SIGNATURE + b"".join(
+    [
+        png_chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0)),
+        png_chunk(b"IDAT", zlib.compress(b"\x00\x00")),  # filter byte, one black pixel
+        png_chunk(b"iCCP", b""),
+        png_chunk(b"IEND", b""),
+    ]
+)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=IndexError,
+    reason="Pillow's PngStream.chunk_iCCP indexes past an empty payload while image.load() reads the chunks "
+    "after IDAT; app.preprocess catches only PIL_DATA_ERRORS there, so the service answers 500, not 400",
+)
+def test_an_empty_iccp_chunk_after_idat_is_an_invalid_image(gray_spec: PreprocessingSpec) -> None:
+    with pytest.raises(InvalidImage):
+        image_bytes_to_tensor(EMPTY_ICCP_AFTER_IDAT, gray_spec, max_pixels=DEFAULT_MAX_PIXELS)
