@@ -14,7 +14,12 @@ from app.schemas import ERROR_RESPONSES, ModelInfo, ModelList
 from app.service import ModelService
 from models import CheckpointMetadata
 
-router = APIRouter(prefix="/models", tags=["models"], dependencies=[Depends(require_api_key)])
+router = APIRouter(
+    prefix="/models",
+    tags=["models"],
+    dependencies=[Depends(require_api_key)],
+    responses={401: ERROR_RESPONSES[401]},
+)
 
 #: Metadata about the machine a model was trained on rather than the model: the command line and the
 #: resolved arguments, which name data, output and resume paths. Only a request with the API key sees them.
@@ -55,7 +60,7 @@ def _info(registry: ModelRegistry, service: ModelService, *, private: bool) -> M
     )
 
 
-@router.get("", response_model=ModelList)
+@router.get("", response_model=ModelList, responses={503: ERROR_RESPONSES[503]})
 async def list_models(registry: RegistryDep, private: ShowsPrivateDep) -> ModelList:
     """List the served models, the default one, and checkpoints that failed to load."""
     models = [_info(registry, service, private=private) for service in registry.services.values()]
