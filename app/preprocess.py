@@ -74,9 +74,10 @@ _ORIENTATION_TRANSPOSE = {
 #: Modes ``Image.reduce`` handles; others (palette, bilevel, 16-bit) are resized after mode conversion only.
 _REDUCIBLE_MODES = frozenset({"L", "LA", "RGB", "RGBA"})
 #: What Pillow raises on bad bytes: its parsers signal corrupt data with these (``UnidentifiedImageError``
-#: and truncation are ``OSError``s; several plugins raise ``SyntaxError`` or ``struct.error``). Anything
-#: else escaping a decode is a bug, and becomes a logged 500.
-PIL_DATA_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError, SyntaxError, EOFError, struct.error)
+#: and truncation are ``OSError``s; several plugins raise ``SyntaxError`` or ``struct.error``; the PNG
+#: plugin indexes past short chunk payloads, an ``IndexError``: docs/fuzzing.md). Anything else escaping a
+#: decode is a bug, and becomes a logged 500.
+PIL_DATA_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError)
 
 
 def draft_size(width: int, height: int, spec: PreprocessingSpec) -> tuple[int, int]:

@@ -261,12 +261,16 @@ class ModelService:
         if 0 < len(data) <= INLINE_MAX_BYTES and s.inline_decode_max_pixels > 0:
             header = peek_header(data)
             if header is not None and header.pixels <= s.inline_decode_max_pixels and header.format in limits.formats:
-                if header.format != "PNG":
-                    return engine.preprocess(data, limits=limits, budget=budget)
-                tensor = engine.decode_plain_png(data, max_pixels=limits.max_pixels)
-                if tensor is not None:
-                    budget.spend(tensor.shape[1] * tensor.shape[2])
-                    return tensor
+                if header.format == "PNG":
+                    tensor = engine.decode_plain_png(data, max_pixels=limits.max_pixels)
+                    if tensor is not None:
+                        budget.spend(tensor.shape[1] * tensor.shape[2])
+                        return tensor
+                else:
+                    image = limits.open(data)  # Pillow's header parse, of at most INLINE_MAX_BYTES
+                    width, height = image.size
+                    if width * height <= s.inline_decode_max_pixels:  # Pillow agrees with the peek: tiny
+                        return engine.decode(image, budget=budget)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executors.preprocess, self._decode, data, budget, deadline)
 
