@@ -118,6 +118,21 @@ class ServerProcess:
         return self.proc.returncode
 
 
+#: ``resnet-serve`` on the simulated GPU (``--device sim``), in one process (an accelerator's default is one per
+#: core): the forward costs no CPU, its time is set by ``sim_env``.
+SIM_ARGS = ["--device", "sim", "--precision", "fp16", "--torch-threads", "1", "--processes", "1"]
+
+
+def sim_env(lock_path: Path, t0_ms: float | None = None, t1_ms: float | None = None) -> dict[str, str]:
+    """The environment of a ``SIM_ARGS`` server: its own device (lock file) and, if given, its forward's timing."""
+    env = {"RESNET_SERVE_SIM_LOCK_PATH": str(lock_path)}
+    if t0_ms is not None:
+        env["RESNET_SERVE_SIM_T0_MS"] = str(t0_ms)
+    if t1_ms is not None:
+        env["RESNET_SERVE_SIM_T1_MS"] = str(t1_ms)
+    return env
+
+
 @contextmanager
 def device_held(lock_path: Path) -> Iterator[None]:
     """Hold a ``--device sim`` server's simulated device (its lock file): its forwards wait until the block ends."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from serve_helpers import device_held, png_bytes, rss_bytes
+from serve_helpers import SIM_ARGS, device_held, png_bytes, rss_bytes, sim_env
 
 
 def test_full_queue_answers_503_with_retry_after_and_stays_ready(start_server, weights_dir: Path) -> None:
@@ -32,7 +32,7 @@ def test_full_queue_answers_503_with_retry_after_and_stays_ready(start_server, w
 
 def test_deadline_answers_504(start_server, weights_dir: Path, tmp_path: Path) -> None:
     lock = tmp_path / "lock"
-    server = start_server([*sim_args(weights_dir), "--timeout-s", "0.5"], env={"RESNET_SERVE_SIM_LOCK_PATH": str(lock)})
+    server = start_server([*sim_args(weights_dir), "--timeout-s", "0.5"], env=sim_env(lock, 50, 0))
     server.wait_ready()
     with device_held(lock):  # the request's batch waits for the device past its deadline
         r = httpx.post(server.url + "/predict", files={"file": ("a.png", png_bytes(), "image/png")}, timeout=30)
@@ -74,16 +74,16 @@ async def open_loop(url: str, rate: float, seconds: float, image: bytes) -> list
 
 
 def sim_args(weights_dir: Path) -> list[str]:
-    """A simulated device of 40 images/s: 50 ms per forward of at most 2 images; a short queue and deadline."""
-    return ["--weights-dir", str(weights_dir), "--device", "sim", "--precision", "fp16", "--torch-threads", "1"] + [
-        "--sim-t0-ms", "50", "--sim-t1-ms", "0", "--max-batch-size", "2", "--max-queue", "8", "--timeout-s", "2",
-    ]  # fmt: skip
+    """With ``sim_env(lock, 50, 0)``: a device of 40 images/s (50 ms a forward of at most 2), a short queue and
+    deadline."""
+    limits = ["--max-batch-size", "2", "--max-queue", "8", "--timeout-s", "2"]
+    return ["--weights-dir", str(weights_dir), *SIM_ARGS, *limits]
 
 
 def test_twice_the_capacity_gets_correct_answers_or_fast_503s_and_recovers(
     start_server, weights_dir: Path, tmp_path: Path
 ) -> None:
-    server = start_server(sim_args(weights_dir), env={"RESNET_SERVE_SIM_LOCK_PATH": str(tmp_path / "lock")})
+    server = start_server(sim_args(weights_dir), env=sim_env(tmp_path / "lock", 50, 0))
     server.wait_ready()
     image = png_bytes(77)
     expected = httpx.post(server.url + "/predict?model=alpha", content=image, headers={"content-type": "image/png"})
@@ -106,7 +106,7 @@ def test_twice_the_capacity_gets_correct_answers_or_fast_503s_and_recovers(
 
 
 def test_sigterm_under_overload_loses_nothing_accepted(start_server, weights_dir: Path, tmp_path: Path) -> None:
-    server = start_server(sim_args(weights_dir), env={"RESNET_SERVE_SIM_LOCK_PATH": str(tmp_path / "lock")})
+    server = start_server(sim_args(weights_dir), env=sim_env(tmp_path / "lock", 50, 0))
     server.wait_ready()
     image = png_bytes(77)
     expected = httpx.post(server.url + "/predict?model=alpha", content=image, headers={"content-type": "image/png"})

@@ -13,14 +13,15 @@ from pathlib import Path
 
 import httpx
 import torch
-from serve_helpers import ServerProcess, device_held, metric_total, png_bytes, wait_until
+from serve_helpers import SIM_ARGS, ServerProcess, device_held, metric_total, png_bytes, sim_env, wait_until
 
 from models import load_checkpoint, save_checkpoint
 
 
-def sim_server(start_server, weights_dir: Path, lock_path: Path, *extra: str) -> ServerProcess:
-    args = ["--weights-dir", str(weights_dir), "--device", "sim", "--precision", "fp16", "--torch-threads", "1"]
-    server = start_server([*args, *extra], env={"RESNET_SERVE_SIM_LOCK_PATH": str(lock_path)})
+def sim_server(
+    start_server, weights_dir: Path, lock_path: Path, *extra: str, t0_ms: float | None = None
+) -> ServerProcess:
+    server = start_server(["--weights-dir", str(weights_dir), *SIM_ARGS, *extra], env=sim_env(lock_path, t0_ms))
     server.wait_ready()
     return server
 
@@ -75,9 +76,7 @@ def test_a_client_that_hangs_up_mid_batch_does_not_disturb_its_batch_mates(
     start_server, weights_dir: Path, tmp_path: Path
 ) -> None:
     lock = tmp_path / "device.lock"
-    server = sim_server(
-        start_server, weights_dir, lock, "--max-batch-size", "2", "--sim-t0-ms", "300", "--stall-timeout-s", "0.5"
-    )
+    server = sim_server(start_server, weights_dir, lock, "--max-batch-size", "2", "--stall-timeout-s", "0.5", t0_ms=300)
     expected = httpx.post(server.url + "/predict?model=alpha", files={"file": ("a.png", png_bytes(), "image/png")})
     first: list[httpx.Response] = []
     mate: list[httpx.Response] = []
