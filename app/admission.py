@@ -79,7 +79,7 @@ class BodyLease:
         self.release(self.size)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class UploadPace:
     """By when a body's next bytes must have arrived (``time.monotonic()`` instants)."""
 

