@@ -46,6 +46,7 @@ class ServerOptions:
     ready_timeout_s: float = 600.0
     cpus: tuple[int, ...] | None = None  # pin the server's process tree to these cores (--pin)
     processes: int | None = None  # ours: --processes (None: its default)
+    extra_args: tuple[str, ...] = ()  # ours: more flags (bench.attacks)
 
 
 @dataclass
@@ -89,6 +90,7 @@ def _command(system: str, workload: Workload, port: int, opts: ServerOptions) ->
             *(["--torch-threads", str(threads), "--workers", str(threads)] if opts.device == "cpu" else []),
             *(["--workers", str(threads)] if opts.device != "cpu" and opts.processes is not None else []),
             *(["--processes", str(opts.processes)] if opts.processes is not None else []),
+            *opts.extra_args,
         ]
     if system == "floor":
         return [sys.executable, "-m", "bench.peers.floor", "--port", str(port)]

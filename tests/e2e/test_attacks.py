@@ -8,7 +8,6 @@ attacker gets, and ``resnet_serve_rejected_total`` by reason.
 from __future__ import annotations
 
 import asyncio
-import io
 import socket
 import statistics
 import threading
@@ -19,8 +18,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-from PIL import Image, PngImagePlugin
 from serve_helpers import ServerProcess, metric_total, rss_bytes, wait_until
+
+from bench.attacks import palette_bomb, stalled_upload, status_of, text_chunk_png
 
 MB = 1_048_576
 
@@ -75,31 +75,6 @@ def rejected(server: ServerProcess, reason: str) -> float:
 # --- slow uploads -----------------------------------------------------------------------------
 
 
-async def stalled_upload(port: int, declared: int, sent: int) -> tuple[bytes, float]:
-    """Declare ``declared`` bytes, send ``sent``, then send nothing more; the server's answer and how long the
-    connection stayed open after the last byte sent."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(
-        f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: {declared}\r\n\r\n".encode()
-    )
-    chunk = b"\0" * (256 * 1024)
-    try:
-        for _ in range(sent // len(chunk)):
-            writer.write(chunk)
-            await asyncio.wait_for(writer.drain(), 30)
-    except (OSError, TimeoutError):
-        pass  # the server answered and closed while we were still sending
-    stalled_at = time.monotonic()
-    answer = b""
-    try:
-        while data := await asyncio.wait_for(reader.read(65536), 60):
-            answer += data
-    except OSError:
-        pass
-    writer.close()
-    return answer, time.monotonic() - stalled_at
-
-
 def test_slow_uploads_cannot_pin_memory_and_are_cut_off(start_server, weights_dir: Path) -> None:
     """Before: 100 uploads of 8 of a declared 8.5 MB, then a stall, pinned 746 MB for over 20 s."""
     server = start_server(
@@ -114,11 +89,11 @@ def test_slow_uploads_cannot_pin_memory_and_are_cut_off(start_server, weights_di
 
     with peak_rss(server) as rss, health_latencies(server) as health:
         answers = asyncio.run(attack())
-    statuses = [answer.split(b" ", 2)[1] if answer.startswith(b"HTTP/1.1") else b"closed" for answer, _ in answers]
-    assert statuses.count(b"408") == 4, statuses  # the budget (40 MB) held four bodies of 8.5 MB: cut off at 3 s
+    statuses = [status_of(answer) for answer, _ in answers]
+    assert statuses.count("408") == 4, statuses  # the budget (40 MB) held four bodies of 8.5 MB: cut off at 3 s
     # The rest were refused (503) before their bodies were read and closed; a client still sending then usually
     # sees the connection reset before it reads the 503, so the server's count is the evidence.
-    assert set(statuses) <= {b"408", b"503", b"closed"}, statuses
+    assert set(statuses) <= {"408", "503", "reset"}, statuses
     assert max(open_s for _, open_s in answers) < 10  # every connection closed by the server, none left hanging
     assert rss[1] - rss[0] < 120 * MB, f"RSS grew by {(rss[1] - rss[0]) / MB:.0f} MB"
     assert statistics.median(health) < 0.25
@@ -159,16 +134,6 @@ def test_a_connection_flood_gets_503_not_a_dead_server(start_server, weights_dir
 # --- crafted files ------------------------------------------------------------------------------
 
 
-def text_chunk_png() -> bytes:
-    """28x28 pixels carrying 60 zTXt chunks that inflate to 1 MB each (within Pillow's default limits)."""
-    info = PngImagePlugin.PngInfo()
-    for i in range(60):
-        info.add_text(f"k{i}", "x" * 1_000_000, zip=True)
-    buffer = io.BytesIO()
-    Image.new("L", (28, 28), 128).save(buffer, "PNG", pnginfo=info)
-    return buffer.getvalue()
-
-
 def test_png_text_chunks_are_not_inflated_and_do_not_stall_the_event_loop(start_server, weights_dir: Path) -> None:
     """Before: each such request cost 0.27 s of server CPU (60 MB inflated), partly on the event loop, and
     /health answered in 1.0 s at the median."""
@@ -190,15 +155,6 @@ def test_png_text_chunks_are_not_inflated_and_do_not_stall_the_event_loop(start_
     assert cpu_s / 200 < 0.05, f"{cpu_s / 200:.3f} s of server CPU per request"
     assert statistics.median(health) < 0.1 and max(health) < 1.0, (statistics.median(health), max(health))
     assert rejected(server, "bad_image") == 200
-
-
-def palette_bomb() -> bytes:
-    """6400x6250 pixels (40 megapixels) of a 2-colour palette: a few kilobytes of PNG."""
-    image = Image.new("P", (6400, 6250))
-    image.putpalette([0, 0, 0, 255, 255, 255])
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG", bits=1, optimize=True)
-    return buffer.getvalue()
 
 
 def test_decode_amplification_is_refused_before_decoding(start_server, weights_dir: Path) -> None:
