@@ -128,8 +128,9 @@ class Batcher(Generic[T, R]):
         self._queue: asyncio.Queue[Entry[T]] = asyncio.Queue()  # bounded by reserve(): queued + reserved
         self._reserved = 0
         self._running_since: float | None = None
-        #: Batches in a row whose forward failed (0 after any batch that ran).
+        #: Batches in a row whose forward failed (0 after any batch that ran), and when the first of them failed.
         self.consecutive_failures = 0
+        self.failing_since: float | None = None
         self._own_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix=f"forward-{name}")
         self._on_batch = on_batch
@@ -282,8 +283,12 @@ class Batcher(Generic[T, R]):
             stats.ok, results = False, None
         finally:
             self._running_since = None
-        self.consecutive_failures = 0 if stats.ok else self.consecutive_failures + 1
         finished = time.monotonic()
+        if stats.ok:
+            self.consecutive_failures, self.failing_since = 0, None
+        else:
+            self.consecutive_failures += 1
+            self.failing_since = self.failing_since or finished
         stats.inference_s = finished - started
         for i, entry in enumerate(batch):
             entry.finished_at = finished

@@ -74,10 +74,16 @@ class ModelRegistry:
             return f"the last batches of model(s) {failing} all failed"
         return None
 
-    def stalled(self, now: float, bound_s: float) -> dict[str, float]:
-        """Models whose current batch has been running (or waiting for the forward thread) over ``bound_s``."""
-        stalls = {name: service.stalled_s(now) for name, service in self.services.items()}
-        return {name: round(seconds, 1) for name, seconds in stalls.items() if seconds > bound_s}
+    def stalled(self, now: float, bound_s: float) -> dict[str, str]:
+        """Models stuck for over ``bound_s``: a batch running (or waiting for the forward thread) that long, or
+        every batch failing that long (which readiness alone would leave unrestarted: no traffic, no recovery)."""
+        stuck = {}
+        for name, service in self.services.items():
+            if (running := service.stalled_s(now)) > bound_s:
+                stuck[name] = f"a batch running for {running:.1f} s"
+            elif (failing := service.failing_for(now)) > bound_s:
+                stuck[name] = f"every batch failing for {failing:.1f} s"
+        return stuck
 
     def mark_ready(self) -> bool:
         """Startup succeeded: ``starting`` -> ``ready``; False (no change) if draining or failed meanwhile."""

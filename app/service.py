@@ -307,6 +307,11 @@ class ModelService:
         batcher = self._batcher
         return batcher is not None and batcher.consecutive_failures >= self._settings.max_failed_batches
 
+    def failing_for(self, now: float) -> float:
+        """How long the model has been ``failing``, from its first failed batch in a row (0 when it is not)."""
+        since = self._batcher.failing_since if self._batcher is not None else None
+        return now - since if self.failing and since is not None else 0.0
+
     def fail(self, reason: str) -> None:
         """Record why this service cannot serve."""
         self.state, self.failure = ModelState.FAILED, reason

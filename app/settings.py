@@ -235,7 +235,8 @@ class Settings(BaseSettings):
     stall_timeout_s: float = Field(
         60.0,
         gt=0,
-        description="/health answers 503 when a batch has been running (or waiting for the forward thread) this long",
+        description="/health answers 503 when a batch has been running (or waiting for the forward thread) this long, "
+        "or every batch of a model has been failing this long",
     )
     max_failed_batches: int = Field(
         5, ge=1, description="/ready answers 503 after this many consecutive failed batches of a model"

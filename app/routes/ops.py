@@ -17,10 +17,11 @@ router = APIRouter(tags=["ops"])
 
 @router.get("/health", response_model=Health, responses={503: ERROR_RESPONSES[503]})
 async def health(registry: RegistryDep, settings: SettingsDep) -> Health:
-    """Liveness: the process answers, and no model's batch has been stuck beyond `--stall-timeout-s`."""
+    """Liveness: the process answers, and no model has been stuck for over `--stall-timeout-s`: a batch that
+    long, or every batch failing that long."""
     stalled = registry.stalled(time.monotonic(), settings.stall_timeout_s)
     if stalled:
-        raise Stalled(f"no batch completed for over {settings.stall_timeout_s:g} s: model(s) {stalled} (seconds)")
+        raise Stalled("stuck: " + "; ".join(f"model {name!r}: {what}" for name, what in stalled.items()))
     return Health()
 
 

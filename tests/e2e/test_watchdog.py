@@ -61,7 +61,9 @@ def test_consecutive_failed_batches_fail_readiness(start_server, tmp_path: Path,
         last_linear.bias.fill_(float("nan"))  # every score NaN, as after a sticky device fault
     weights = tmp_path / "weights"
     save_checkpoint(model, weights / "broken.safetensors", metadata)
-    server = start_server(["--weights-dir", str(weights), "--torch-threads", "1", "--max-failed-batches", "3"])
+    server = start_server(
+        ["--weights-dir", str(weights), "--torch-threads", "1", "--max-failed-batches", "3", "--stall-timeout-s", "1"]
+    )
     server.wait_ready()
     files = {"file": ("a.png", png_bytes(), "image/png")}
     for _ in range(3):
@@ -69,7 +71,10 @@ def test_consecutive_failed_batches_fail_readiness(start_server, tmp_path: Path,
         assert answer.status_code == 500 and "nan" not in answer.text.lower()
     not_ready = server.get("/ready")
     assert not_ready.status_code == 503 and "broken" in not_ready.json()["detail"]
-    assert server.get("/health").status_code == 200  # alive: an orchestrator stops routing to it, not restarts it
+    # Not ready, so no traffic, so no batch that could succeed: once that has lasted --stall-timeout-s,
+    # liveness fails too, and an orchestrator restarts the process.
+    dead = wait_until(lambda: (r := server.get("/health")).status_code == 503 and r, 30, "/health to fail")
+    assert "every batch failing" in dead.json()["detail"]
 
 
 def test_a_client_that_hangs_up_mid_batch_does_not_disturb_its_batch_mates(
