@@ -104,13 +104,14 @@ def _error(description: str) -> dict:
 
 
 ERROR_RESPONSES: dict[int | str, dict] = {
-    400: _error("undecodable, truncated or oversized image, or a multipart body without the file field"),
+    400: _error("undecodable, truncated or oversized image, a decompression bomb, or a malformed multipart body"),
     401: _error("missing or wrong API key (only when --api-key is set)"),
     404: _error("unknown model"),
-    413: _error("body larger than --max-upload-mb"),
+    408: _error("the body did not arrive at --min-upload-rate-kb or within --timeout-s; the connection is closed"),
+    413: _error("body larger than --max-upload-mb, or images that decode to more than --max-request-pixels"),
     415: _error("content type is neither multipart/form-data nor image/*"),
     422: _error("invalid query parameters (e.g. top_k < 1)"),
     500: _error("the forward pass of this request's batch failed"),
-    503: _error("not ready yet, or the model's queue is full (see Retry-After)"),
+    503: _error("not ready yet, the model's queue is full, or the server holds its budget of bodies (Retry-After)"),
     504: _error("no result within --timeout-s"),
 }
