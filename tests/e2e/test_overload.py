@@ -100,6 +100,10 @@ def test_twice_the_capacity_gets_correct_answers_or_fast_503s_and_recovers(
     assert len(refused) >= 0.25 * len(outcomes), statuses
     assert statistics.median(o.latency_s for o in refused) < 0.1  # refused at once, not after waiting
     assert rss_after - rss_before < 100 * 1_048_576
+    print(  # the figures the closing note of the hardening issue reports (pytest -s)
+        f"2x overload: {dict(statuses)}; 200s: max {max(o.latency_s for o in ok):.2f} s; 503s: median "
+        f"{statistics.median(o.latency_s for o in refused) * 1000:.1f} ms; RSS +{(rss_after - rss_before) / 1e6:.1f} MB"
+    )
     recovered = asyncio.run(open_loop(server.url, rate=10, seconds=3, image=image))  # a quarter of capacity
     assert [o.status for o in recovered] == [200] * len(recovered)
     assert statistics.median(o.latency_s for o in recovered) < 0.5
@@ -119,6 +123,7 @@ def test_sigterm_under_overload_loses_nothing_accepted(start_server, weights_dir
 
     outcomes = asyncio.run(load_then_sigterm())
     assert server.proc.wait(30) == 0
+    print(f"SIGTERM under 2x overload: {dict(Counter(o.status or o.error for o in outcomes))}")  # pytest -s
     answered = [o for o in outcomes if o.status]
     assert {o.status for o in answered} <= {200, 503}
     assert all(o.body == expected.json() for o in answered if o.status == 200)
