@@ -46,17 +46,11 @@ class ByteBudget:
 
 
 class BodyLease:
-    """The budget bytes held for one request's body; ``close()`` (or the ``with`` block's end) returns the rest."""
+    """The budget bytes held for one request's body; ``close()`` returns the rest (``BodyReader`` does, at its end)."""
 
     def __init__(self, budget: ByteBudget) -> None:
         self._budget = budget
         self.size = 0
-
-    def __enter__(self) -> BodyLease:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def grow(self, size: int) -> None:
         """Hold ``size`` more bytes (503 when the budget cannot cover them)."""

@@ -154,7 +154,9 @@ def open_image(
 
 def decode_image(data: bytes, spec: PreprocessingSpec, *, max_pixels: int) -> Image.Image:
     """Decode untrusted bytes into an upright Pillow image; raises ``InvalidImage`` for bad input."""
-    return _load(open_image(data, max_pixels=max_pixels), spec)
+    image = open_image(data, max_pixels=max_pixels)
+    plan_decode(image, spec)
+    return _load(image, spec)
 
 
 def plan_decode(image: Image.Image, spec: PreprocessingSpec) -> int:
@@ -193,8 +195,7 @@ def _reduce_early(image: Image.Image, spec: PreprocessingSpec) -> Image.Image:
 
 
 def _load(image: Image.Image, spec: PreprocessingSpec) -> Image.Image:
-    """Decode the pixels of an opened image (at reduced scale where the resize allows), upright."""
-    plan_decode(image, spec)
+    """Decode the pixels of an image set up by ``plan_decode`` (at reduced scale where it allows), upright."""
     try:
         image.load()
         transpose = _ORIENTATION_TRANSPOSE.get(image.getexif().get(ExifTags.Base.Orientation, 1))

@@ -7,7 +7,8 @@ import hashlib
 import io
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -179,7 +180,9 @@ def test_startup_fails_when_the_default_model_cannot_load(weights: Path, executo
     assert "gray" in registry.failures and list(registry.services) == ["rgb"]
 
 
-def started_service(weights: Path, executors: Executors, **overrides: object) -> ModelService:
+@asynccontextmanager
+async def serving(weights: Path, executors: Executors, **overrides: object) -> AsyncIterator[ModelService]:
+    """The gray model, loaded and started with these settings; stopped when the block ends."""
     service = ModelService(
         "gray",
         weights / "gray.safetensors",
@@ -190,13 +193,15 @@ def started_service(weights: Path, executors: Executors, **overrides: object) ->
     )
     service.load()
     service.start(default=True)
-    return service
+    try:
+        yield service
+    finally:
+        await service.stop()
 
 
 def test_a_batch_reserves_a_queue_slot_for_every_image_or_is_refused_whole(weights: Path, executors: Executors) -> None:
     async def main() -> None:
-        service = started_service(weights, executors, max_queue=3)
-        try:
+        async with serving(weights, executors, max_queue=3) as service:
             lease = ByteBudget(10**9).lease(None)
             images = [png((300, 200)) for _ in range(4)]
             lease.grow(sum(map(len, images)))
@@ -205,8 +210,6 @@ def test_a_batch_reserves_a_queue_slot_for_every_image_or_is_refused_whole(weigh
             assert images == []  # taken, though refused before any was decoded
             assert service.engine is not None
             assert len(await service.classify([png((300, 200)) for _ in range(3)], 1, time.monotonic() + 10)) == 3
-        finally:
-            await service.stop()
 
     asyncio.run(main())
 
@@ -215,8 +218,7 @@ def test_bytes_go_back_to_the_budget_once_decoded_and_a_failed_image_cancels_its
     weights: Path, executors: Executors
 ) -> None:
     async def main() -> None:
-        service = started_service(weights, executors)
-        try:
+        async with serving(weights, executors) as service:
             budget = ByteBudget(10**9)
             good = png((300, 200))
             lease = budget.lease(2 * len(good) + 100)  # a multipart body: a little more than its files
@@ -227,8 +229,6 @@ def test_bytes_go_back_to_the_budget_once_decoded_and_a_failed_image_cancels_its
             assert budget.in_use == 0
             with pytest.raises(InvalidImage):
                 await service.classify([b"not an image", *[good] * 8], 1, time.monotonic() + 10)
-        finally:
-            await service.stop()
 
     asyncio.run(main())
 
@@ -237,24 +237,18 @@ def test_a_decode_whose_deadline_passed_while_waiting_for_a_worker_is_skipped(
     weights: Path, executors: Executors
 ) -> None:
     async def main() -> None:
-        service = started_service(weights, executors)
-        try:
+        async with serving(weights, executors) as service:
             with pytest.raises(DeadlineExceeded, match="before the image was decoded"):
                 await service.classify([png((300, 200))], 1, time.monotonic() - 1)
-        finally:
-            await service.stop()
 
     asyncio.run(main())
 
 
 def test_the_pixel_budget_covers_the_whole_request(weights: Path, executors: Executors) -> None:
     async def main() -> None:
-        service = started_service(weights, executors, max_request_pixels=300 * 200 * 2)
-        try:
+        async with serving(weights, executors, max_request_pixels=300 * 200 * 2) as service:
             assert len(await service.classify([png((300, 200))] * 2, 1, time.monotonic() + 10)) == 2
             with pytest.raises(DecodeBudgetExceeded):
                 await service.classify([png((300, 200))] * 3, 1, time.monotonic() + 10)
-        finally:
-            await service.stop()
 
     asyncio.run(main())

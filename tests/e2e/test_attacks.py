@@ -12,7 +12,7 @@ import socket
 import statistics
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,46 +26,47 @@ MB = 1_048_576
 
 
 @contextmanager
+def in_background(work: Callable[[threading.Event], None]) -> Iterator[None]:
+    """Runs ``work(done)`` in a thread while the block runs; ``done`` is set when the block ends."""
+    done = threading.Event()
+    thread = threading.Thread(target=work, args=(done,), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+@contextmanager
 def peak_rss(server: ServerProcess) -> Iterator[list[int]]:
     """Samples the server's RSS every 10 ms while the block runs; yields [baseline, peak] (filled at the end)."""
     result = [rss_bytes(server), 0]
     samples = [result[0]]
-    done = threading.Event()
 
-    def sample() -> None:
+    def sample(done: threading.Event) -> None:
         while not done.wait(0.01):
             samples.append(rss_bytes(server))
 
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
+    with in_background(sample):
         yield result
-    finally:
-        done.set()
-        thread.join()
-        result[1] = max(samples)
+    result[1] = max(samples)
 
 
 @contextmanager
 def health_latencies(server: ServerProcess) -> Iterator[list[float]]:
     """Times ``GET /health``, one after another, while the block runs."""
     latencies: list[float] = []
-    done = threading.Event()
 
-    def probe() -> None:
+    def probe(done: threading.Event) -> None:
         with httpx.Client(base_url=server.url, timeout=30) as client:
             while not done.is_set():
                 started = time.perf_counter()
                 assert client.get("/health").status_code == 200
                 latencies.append(time.perf_counter() - started)
 
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    try:
+    with in_background(probe):
         yield latencies
-    finally:
-        done.set()
-        thread.join()
 
 
 def rejected(server: ServerProcess, reason: str) -> float:
