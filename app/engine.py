@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
-from torch import Tensor, nn
+from torch import Tensor
 
 from app.errors import InferenceFailed
 from app.preprocess import (
@@ -60,7 +61,7 @@ class Engine:
     """A model on its device, with the metadata that says how to feed and label it."""
 
     name: str
-    model: nn.Module
+    model: Callable[[Tensor], Tensor]  # normalized batch -> logits: an ``nn.Module``, or a variant's runtime
     metadata: CheckpointMetadata
     device: torch.device
     dtype: torch.dtype
@@ -68,6 +69,9 @@ class Engine:
     path: Path | None = None
     batch_cap: int = 1
     warmup_ms: dict[int, float] = field(default_factory=dict)
+    variant: str = "eager"  # which ``app.variants`` variant ``model`` is (``--optimize``)
+    variant_precision: str | None = None  # what the variant computes in, where ``dtype`` does not say (int8)
+    optimization: dict[str, Any] | None = None  # ``--optimize``'s report (``app.optimize.OptimizationReport``)
 
     @classmethod
     def load(cls, path: Path, *, device: torch.device, precision: str = "fp32", channels_last: bool = True) -> Engine:
@@ -86,8 +90,8 @@ class Engine:
 
     @property
     def precision(self) -> str:
-        """``fp32``, ``fp16`` or ``bf16``."""
-        return precision_name(self.dtype)
+        """``fp32``, ``fp16``, ``bf16``, or ``int8`` for a quantized variant."""
+        return self.variant_precision or precision_name(self.dtype)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

@@ -77,7 +77,7 @@ class Metrics:
         self.model_info = Gauge(
             "resnet_serve_model_info",
             "loaded models (1 = serving)",
-            ["model", "arch", "device", "precision", "batch_cap", "default", "version"],
+            ["model", "arch", "device", "precision", "variant", "batch_cap", "default", "version"],
             registry=r,
             multiprocess_mode="livemax",
         )
@@ -185,10 +185,19 @@ class ModelInfoLabels:
     arch: str
     device: str
     precision: str
+    variant: str
     batch_cap: int
     default: bool
     version: str
 
     def values(self) -> tuple[str, ...]:
         """Label values as strings."""
-        return (self.arch, self.device, self.precision, str(self.batch_cap), str(self.default), self.version)
+        return (
+            self.arch,
+            self.device,
+            self.precision,
+            self.variant,
+            str(self.batch_cap),
+            str(self.default),
+            self.version,
+        )

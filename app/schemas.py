@@ -63,6 +63,12 @@ class ModelInfo(BaseModel):
     precision: str
     batch_cap: int = Field(description="largest batch the batcher forms (chosen at warm-up, <= --max-batch-size)")
     warmup_ms: dict[int, float] = Field(description="forward time per batch size measured at warm-up")
+    variant: str = Field(description="how the model runs: eager, eager-bf16, openvino, openvino-int8, ...")
+    optimization: dict[str, Any] | None = Field(
+        description="--optimize's report: the chosen variant and why, each variant tried with its top-1 agreement "
+        "with fp32 on the golden images, top-5 overlap, largest probability difference, images/s per batch size, "
+        "speed-up over eager fp32 and build time; whether it came from the cache (null: --optimize off)"
+    )
     metadata: CheckpointMetadata
     redacted: list[str] = Field(
         default_factory=list,

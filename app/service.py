@@ -38,8 +38,10 @@ from app.errors import DeadlineExceeded, NotReady, Overloaded
 from app.executors import Executors
 from app.image_header import peek_header
 from app.metrics import Metrics, ModelInfoLabels, ModelMetrics
+from app.optimize import optimize_engine
 from app.preprocess import PixelBudget
 from app.settings import Settings
+from app.simulated import SimulatedDevice
 
 __all__ = ["ModelService", "ModelState", "Predictions", "file_version"]
 
@@ -109,7 +111,19 @@ class ModelService:
         started = time.perf_counter()
         try:
             version = file_version(self.path)
-            engine = load_engine(self.path, self._device, precision=s.precision, channels_last=s.channels_last)
+            optimize = s.optimize != "off" and not isinstance(self._device, SimulatedDevice)
+            precision = "fp32" if optimize else s.precision  # variants start from, and are checked against, fp32
+            engine = load_engine(self.path, self._device, precision=precision, channels_last=s.channels_last)
+            if optimize:
+                optimize_engine(
+                    engine,
+                    mode=s.optimize,
+                    version=version,
+                    min_agreement=s.min_agreement,
+                    max_batch_size=s.max_batch_size,
+                    threads=s.torch_threads,
+                    cache_dir=s.optimize_cache,
+                )
             engine.warmup(s.max_batch_size, autotune=s.autotune_batch)
         except Exception as exc:
             self.fail(f"{type(exc).__name__}: {exc}")
@@ -156,6 +170,7 @@ class ModelService:
                 "arch": engine.metadata.architecture.name,
                 "device": engine.device_name,
                 "precision": engine.precision,
+                "variant": engine.variant,
                 "batch_cap": engine.batch_cap,
                 "warmup_ms": engine.warmup_ms,
                 "load_s": self.load_s,
@@ -169,7 +184,7 @@ class ModelService:
             raise NotReady(f"model {self.name!r} is {self.state}")
         arch = engine.metadata.architecture.name
         labels = ModelInfoLabels(
-            arch, engine.device_name, engine.precision, engine.batch_cap, default, self.version or ""
+            arch, engine.device_name, engine.precision, engine.variant, engine.batch_cap, default, self.version or ""
         )
         metrics.publish(labels, lambda: batcher.depth)
 

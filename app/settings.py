@@ -19,8 +19,10 @@ from pydantic import Field, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.optimize import CACHE_DIR_NAME
 from app.preprocess import ALLOWED_FORMATS, DEFAULT_MAX_PIXELS, DEFAULT_MAX_PIXELS_PER_BYTE, DecodeLimits
 from app.simulated import DEFAULT_LOCK_PATH, DEFAULT_T0_MS, DEFAULT_T1_MS
+from app.variants import variant_names
 from models.device import Precision
 
 __all__ = ["Settings", "TUNING", "available_cores"]
@@ -131,6 +133,17 @@ class Settings(BaseSettings):
         json_schema_extra=TUNING,
     )
     strict: bool = Field(False, description="fail startup when any checkpoint fails to load (default: skip it)")
+    optimize: str = Field(
+        "auto",
+        description="off (eager at --precision), auto (the fastest variant agreeing with fp32), or a variant's name: "
+        + ", ".join(variant_names()),
+    )
+    min_agreement: float = Field(
+        0.99, gt=0, le=1, description="--optimize: least top-1 agreement with fp32 on the golden images"
+    )
+    optimize_cache_dir: Path | None = Field(
+        None, description=f"--optimize: cache of chosen variants (default: WEIGHTS_DIR/{CACHE_DIR_NAME})"
+    )
     # Batching
     max_batch_size: int = Field(32, ge=1, le=1024, description="upper bound of a formed batch")
     max_wait_ms: float = Field(0.0, ge=0, le=10_000, description="wait this long for a fuller batch (0: never wait)")
@@ -242,6 +255,13 @@ class Settings(BaseSettings):
         5, ge=1, description="/ready answers 503 after this many consecutive failed batches of a model"
     )
 
+    @field_validator("optimize")
+    @classmethod
+    def _known_variant(cls, value: str) -> str:
+        if value not in ("off", "auto", *variant_names()):
+            raise ValueError(f"--optimize must be off, auto or one of {variant_names()}, got {value!r}")
+        return value
+
     @field_validator("cors_origins", "image_formats", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
@@ -276,6 +296,11 @@ class Settings(BaseSettings):
     def body_budget_bytes(self) -> int:
         """``max_body_bytes_in_flight_mb`` in bytes."""
         return int(self.max_body_bytes_in_flight_mb * 1_048_576)
+
+    @property
+    def optimize_cache(self) -> Path:
+        """Where ``--optimize`` keeps its cache."""
+        return self.optimize_cache_dir or self.weights_dir / CACHE_DIR_NAME
 
     @property
     def decode_limits(self) -> DecodeLimits:

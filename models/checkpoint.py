@@ -17,18 +17,29 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 from torch import nn
 
+from models.golden import GoldenSet, is_golden_key
 from models.metadata import METADATA_KEY, CheckpointError, CheckpointMetadata
 from models.registry import create_model
 
-__all__ = ["load_checkpoint", "read_metadata", "save_checkpoint", "build_model", "write_atomically"]
+__all__ = [
+    "add_golden",
+    "build_model",
+    "load_checkpoint",
+    "read_metadata",
+    "save_checkpoint",
+    "write_atomically",
+]
 
 SUFFIX = ".safetensors"
 
 
-def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], metadata: CheckpointMetadata) -> Path:
-    """Write ``model``'s weights and ``metadata`` to ``path`` atomically; returns the path written.
+def save_checkpoint(
+    model: nn.Module, path: str | os.PathLike[str], metadata: CheckpointMetadata, golden: GoldenSet | None = None
+) -> Path:
+    """Write ``model``'s weights, ``metadata`` and its golden images, if any, to ``path`` atomically.
 
     The metadata is validated as ``read_metadata`` will validate it, so no file is written that cannot be read.
+    Returns the path written.
     """
     path = Path(path)
     if path.suffix != SUFFIX:
@@ -42,8 +53,21 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], metadata: Ch
     bare = getattr(model, "module", model)
     bare = getattr(bare, "_orig_mod", bare)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in bare.state_dict().items()}
+    if golden is not None:
+        if golden.num_classes != metadata.architecture.num_classes:
+            raise CheckpointError(
+                f"refusing to write {path}: golden probabilities have {golden.num_classes} classes, "
+                f"the model {metadata.architecture.num_classes}"
+            )
+        tensors.update(golden.to_tensors())
     write_atomically(path, save(tensors, metadata={METADATA_KEY: header}))
     return path
+
+
+def add_golden(path: str | os.PathLike[str], golden: GoldenSet) -> Path:
+    """Rewrite the checkpoint at ``path`` with ``golden`` as its golden set (replacing any), atomically."""
+    model, metadata = load_checkpoint(path)
+    return save_checkpoint(model, path, metadata, golden)
 
 
 def write_atomically(path: str | os.PathLike[str], data: bytes) -> None:
@@ -109,6 +133,7 @@ def load_checkpoint(
         state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: tensors unreadable (truncated?): {exc}") from None
+    state = {key: tensor for key, tensor in state.items() if not is_golden_key(key)}
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

@@ -22,6 +22,7 @@ from models.metadata import (
     TrainingInfo,
 )
 from models.registry import architecture_info, list_models
+from training.datasets import DataError
 
 __all__ = ["convert_state_dict", "cli"]
 
@@ -53,8 +54,13 @@ def convert_state_dict(
     std: list[float] | None = None,
     dataset: str = "imagenet",
     accuracy: float | None = None,
+    golden_dir: Path | None = None,
 ) -> CheckpointMetadata:
-    """Load ``source`` (a torchvision state dict), check it fits ``arch`` strictly, write ``output``."""
+    """Load ``source`` (a torchvision state dict), check it fits ``arch`` strictly, write ``output``.
+
+    ``golden_dir``: images whose fp32 answers are recorded in the checkpoint (its golden set, for
+    ``--optimize`` and the model checks).
+    """
     try:
         state = torch.load(source, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -83,7 +89,12 @@ def convert_state_dict(
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise CheckpointError(f"{source} does not fit {arch}: {str(exc).splitlines()[1:3]}") from None
-    save_checkpoint(model, output, metadata)
+    golden = None
+    if golden_dir is not None:
+        from training.golden import golden_from_dir  # it decodes as the service does (app.preprocess)
+
+        golden = golden_from_dir(model.eval(), metadata.preprocessing, metadata.labels, golden_dir)
+    save_checkpoint(model, output, metadata, golden)
     return metadata
 
 
@@ -104,6 +115,13 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--std", type=float, nargs="+", default=None, help="per-channel std (default ImageNet)")
     p.add_argument("--dataset", default="imagenet", help="dataset the weights were trained on")
     p.add_argument("--accuracy", type=float, default=None, help="known test accuracy (0-1)")
+    p.add_argument(
+        "--golden-dir",
+        type=Path,
+        default=None,
+        help="held-out images (optionally one subfolder per label) whose answers are recorded in the checkpoint "
+        "for --optimize and the model checks",
+    )
     args = p.parse_args(argv)
     try:
         convert_state_dict(
@@ -117,8 +135,9 @@ def cli(argv: list[str] | None = None) -> int:
             std=args.std,
             dataset=args.dataset,
             accuracy=args.accuracy,
+            golden_dir=args.golden_dir,
         )
-    except (CheckpointError, OSError, ValueError) as exc:
+    except (CheckpointError, DataError, OSError, ValueError) as exc:
         print(f"resnet-convert: error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {args.output}")

@@ -32,6 +32,7 @@ from models.checkpoint import write_atomically
 from training.augment import random_crop, random_erase, random_flip
 from training.datasets import DATASETS, DataError, LoadedData, load_data
 from training.distributed import init_distributed_mode
+from training.golden import DEFAULT_COUNT, golden_from_dataset
 from training.loaders import make_loaders, set_epoch
 from training.loops import EpochStats, EvalStats, evaluate, train_one_epoch
 from training.optim import (
@@ -112,6 +113,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--early-stopping", type=int, default=0, help="stop after N epochs without a better test accuracy (0: never)"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--golden-count",
+        type=int,
+        default=DEFAULT_COUNT,
+        help="held-out test images stored in the checkpoint with the model's answers (0: none); --optimize and "
+        "the model checks compare against them",
+    )
     return p
 
 
@@ -361,7 +369,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             }
             try:  # each file is replaced atomically: a failed write leaves the previous one as it was
                 if metadata is not None:
-                    save_checkpoint(model, checkpoint_path, metadata)
+                    golden = golden_from_dataset(model, data, args.golden_count) if args.golden_count else None
+                    save_checkpoint(model, checkpoint_path, metadata, golden)
                 save_state(state_path, **state)
                 write_atomically(output_dir / "history.json", json.dumps(history, indent=1).encode())
                 plot_curves(history, output_dir / "curves.png", f"{name}: {args.arch} on {args.dataset}")

@@ -55,6 +55,8 @@ def _info(registry: ModelRegistry, service: ModelService, *, private: bool) -> M
         precision=engine.precision,
         batch_cap=engine.batch_cap,
         warmup_ms=engine.warmup_ms,
+        variant=engine.variant,
+        optimization=engine.optimization,
         metadata=engine.metadata if private else _redacted(engine.metadata),
         redacted=[] if private else PRIVATE_METADATA,
     )
