@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
+from app.golden import record_golden
 from models import (
     ArchitectureSpec,
     CheckpointMetadata,
@@ -32,6 +33,8 @@ __all__ = ["WORKLOADS", "DEFAULT_SMALL_CHECKPOINT", "Workload", "prepare_workloa
 WORKLOADS = ("large", "small")
 DEFAULT_SMALL_CHECKPOINT = Path("weights/resnet20-fashion-mnist.safetensors")
 LARGE_NAME = "resnet50-bench"
+#: Golden images written into the workloads' random-weight checkpoints (``--optimize`` checks against them).
+GOLDEN_IMAGES = 64
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,27 @@ def photo_jpeg(width: int = 640, height: int = 480, quality: int = 90, seed: int
     return out.getvalue()
 
 
+def scene_jpeg(seed: int, width: int = 640, height: int = 480) -> bytes:
+    """A photo-sized RGB JPEG whose structure (frequencies, phases, centres) varies with ``seed``."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    channels = []
+    for _ in range(3):
+        f, phase = rng.uniform(5, 120, 4), rng.uniform(0, 2 * np.pi, 4)
+        cx, cy, tilt = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(-1, 1)
+        channels.append(
+            128
+            + 60 * np.sin(x / f[0] + phase[0]) * np.cos(y / f[1] + phase[1])
+            + 50 * np.sin((x * tilt + y) / f[2] + phase[2])
+            + 40 * np.cos(np.hypot(x - cx, y - cy) / f[3] + phase[3])
+        )
+    rgb = np.stack(channels, axis=-1) + rng.normal(0, 12, (height, width, 3))
+    image = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.8))
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
 def digit_png(size: int = 28, seed: int = 0) -> bytes:
     """A 28x28 grayscale PNG, Fashion-MNIST-like (a bright blob on black)."""
     rng = np.random.default_rng(seed)
@@ -86,7 +110,9 @@ def _write_resnet50(path: Path) -> None:
         training=TrainingInfo(dataset="random-init"),
         provenance=Provenance.now("bench: random-initialised ResNet-50 for speed measurements"),
     )
-    save_checkpoint(create_model("resnet50"), path, meta)
+    model = create_model("resnet50")
+    golden = record_golden(model, meta.preprocessing, [scene_jpeg(seed) for seed in range(GOLDEN_IMAGES)])
+    save_checkpoint(model, path, meta, golden)
 
 
 def _write_small_stand_in(path: Path) -> None:
@@ -99,7 +125,9 @@ def _write_small_stand_in(path: Path) -> None:
         training=TrainingInfo(dataset="random-init"),
         provenance=Provenance.now("bench: random-initialised stand-in for resnet20-fashion-mnist"),
     )
-    save_checkpoint(create_model("resnet20", num_classes=10, in_channels=1), path, meta)
+    model = create_model("resnet20", num_classes=10, in_channels=1)
+    golden = record_golden(model, meta.preprocessing, [digit_png(seed=seed) for seed in range(GOLDEN_IMAGES)])
+    save_checkpoint(model, path, meta, golden)
 
 
 def prepare_workload(name: str, work_dir: Path, small_checkpoint: Path = DEFAULT_SMALL_CHECKPOINT) -> Workload:

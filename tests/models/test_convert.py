@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision.models as tv
+from PIL import Image
 
-from models import load_checkpoint
+from app.golden import agreement, record_golden
+from models import load_checkpoint, read_golden
 from models.convert import cli
 
 
@@ -46,3 +48,19 @@ def test_pickled_code_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) 
     torch.save({"fc.weight": torch.zeros(1), "conv1.weight": torch.zeros(1), "obj": Path("/")}, source)
     assert cli([str(source), str(tmp_path / "x.safetensors"), "--arch", "resnet18"]) == 2
     assert "not a plain tensor state dict" in capsys.readouterr().err
+
+
+def test_golden_dir_records_the_folders_images_with_the_models_answers(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    reference = tv.resnet18(weights=None, num_classes=3).eval()
+    source = tmp_path / "resnet18.pth"
+    torch.save(reference.state_dict(), source)
+    (tmp_path / "golden" / "class_1").mkdir(parents=True)
+    for name, color in (("golden/a.jpg", (200, 30, 30)), ("golden/class_1/b.png", (20, 160, 40))):
+        Image.new("RGB", (300, 240), color).save(tmp_path / name)
+    output = tmp_path / "pets.safetensors"
+    assert cli([str(source), str(output), "--arch", "resnet18", "--golden-dir", str(tmp_path / "golden")]) == 0
+    golden = read_golden(output)
+    assert golden is not None and len(golden) == 2 and golden.targets == [-1, 1]
+    model, meta = load_checkpoint(output)
+    assert agreement(golden.probs, record_golden(model, meta.preprocessing, golden.images).probs).top1 == 1.0

@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from models import load_checkpoint, read_metadata
+from app.golden import record_golden
+from models import load_checkpoint, read_golden, read_metadata
 from training import train as train_module
 from training.train import cli, get_args_parser, main
 
@@ -51,6 +52,10 @@ def test_synthetic_run_writes_a_servable_checkpoint_history_and_curves(tmp_path:
     assert meta.provenance.command.startswith("resnet-train")
     assert meta.architecture.name == "mnist_resnet" and meta.labels[0] == "class_0"
     assert model(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+    golden = read_golden(tmp_path / "m.safetensors")  # held-out test images with the saved model's answers
+    assert golden is not None and 0 < len(golden) <= 256 and all(0 <= t < 10 for t in golden.targets)
+    recorded = record_golden(model, meta.preprocessing, golden.images)
+    assert torch.allclose(recorded.probs, golden.probs, atol=1e-6)
 
 
 def test_resume_continues_exactly_where_an_unbroken_run_would_be(tmp_path: Path) -> None:
