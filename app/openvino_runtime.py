@@ -9,9 +9,11 @@ quantization, calibrated on the checkpoint's golden images.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,8 +42,10 @@ def cpu_capabilities() -> set[str]:
 def convert(model: nn.Module, input_shape: tuple[int, int, int]) -> ov.Model:
     """The eager model (fp32, contiguous weights) as an OpenVINO model with a dynamic batch dimension."""
     example = torch.zeros((1, *input_shape))
-    model = model.to(memory_format=torch.contiguous_format)
-    return ov.convert_model(model, example_input=example, input=[-1, *input_shape])
+    model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)  # the eager model stays as it is
+    with warnings.catch_warnings():  # tracing's TracerWarnings: advice for dynamic models, not errors here
+        warnings.simplefilter("ignore")
+        return ov.convert_model(model, example_input=example, input=[-1, *input_shape])
 
 
 def quantize_int8(model: ov.Model, calibration: Sequence[Tensor]) -> ov.Model:
@@ -50,7 +54,8 @@ def quantize_int8(model: ov.Model, calibration: Sequence[Tensor]) -> ov.Model:
 
     nncf.set_log_level(logging.ERROR)
     dataset = nncf.Dataset([batch.numpy() for batch in calibration])
-    with contextlib.redirect_stdout(io.StringIO()):  # NNCF's progress bars
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # NNCF's progress bars, advice
+        warnings.simplefilter("ignore")
         return nncf.quantize(model, dataset, subset_size=len(calibration))
 
 
