@@ -17,8 +17,10 @@ from app.golden import agreement, golden_inputs, predict_all
 from app.optimize import OptimizationReport, optimize_engine
 from app.optimize_cli import cli as optimize_cli
 from models import add_golden, read_golden
+from training.datasets import load_data
 
 SHIPPED = Path("weights/resnet20-fashion-mnist.safetensors")
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
 CPU = torch.device("cpu")
 
 
@@ -137,3 +139,21 @@ def test_resnet_optimize_prints_the_variant_table_and_writes_the_cache(
     assert "[cached]" in capsys.readouterr().out
     assert optimize_cli([str(tmp_path / "missing.safetensors")]) == 2
     assert optimize_cli([str(shipped), "--optimize", "tensorrt-fp4"]) == 2
+
+
+def test_fashion_mnist_accuracy_through_the_chosen_variant_is_within_0_2_points_of_fp32(
+    auto: tuple[Engine, OptimizationReport], shipped: Path, tmp_path: Path
+) -> None:
+    if not FASHION_MNIST.exists():
+        pytest.skip("Debian's dataset-fashion-mnist is not installed (apt-get install -y dataset-fashion-mnist)")
+    data = load_data("fashion-mnist", data_dir=tmp_path, val_fraction=0.0)
+    images, targets = data.test.tensors  # type: ignore[attr-defined]
+    optimized = auto[0]
+    eager = Engine.load(shipped, device=CPU)
+    accuracy = {
+        name: (predict_all(engine.predict, images).argmax(1) == targets).float().mean().item()
+        for name, engine in (("eager", eager), ("optimized", optimized))
+    }
+    print(f"Fashion-MNIST test accuracy, {len(targets)} images: {accuracy} ({optimized.variant})")
+    assert len(targets) == 10_000 and accuracy["eager"] >= 0.94
+    assert abs(accuracy["optimized"] - accuracy["eager"]) <= 0.002
