@@ -37,6 +37,11 @@ COPY experiments/ experiments/
 COPY bench/ bench/
 RUN --mount=type=cache,target=/root/.cache/uv \
     /opt/uv/bin/uv sync --locked --no-dev --no-editable
+# The shipped models' `--optimize auto` choice for CPU hosts, made here once (OpenVINO IR and int8
+# calibration included) so a CPU server starts with it instead of trying every variant; GPU hosts choose
+# among eager precisions at start-up, which takes seconds. See docs/performance.md.
+COPY weights/ weights/
+RUN /app/.venv/bin/resnet-optimize --device cpu weights/*.safetensors
 
 # --- runtime: the interpreter, the venv and the shipped weights; no uv, no compilers ----------
 FROM ${CUDA_IMAGE} AS runtime
@@ -49,7 +54,7 @@ RUN apt-get update \
 WORKDIR /app
 # Owned by root (COPY's default), readable by all: the app code (in the venv) and the shipped weights.
 COPY --from=build /app/.venv /app/.venv
-COPY weights/ /app/weights/
+COPY --from=build /app/weights/ /app/weights/
 # The directory (not the files in it) belongs to the training user; before VOLUME, or it would not stick.
 RUN chown 10002:10002 /app/weights
 ENV PATH=/app/.venv/bin:$PATH \

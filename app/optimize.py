@@ -109,17 +109,18 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def cache_key(
-    version: str, mode: str, device: torch.device, threads: int, min_agreement: float, batch_sizes: list[int]
-) -> str:
-    """What decides the choice, hashed: the checkpoint, the libraries, the device, the settings."""
+def cache_key(version: str, mode: str, device: torch.device, min_agreement: float, batch_sizes: list[int]) -> str:
+    """What decides the choice, hashed: the checkpoint, the libraries, the device, the settings.
+
+    Not the thread count: the artifacts do not depend on it (the runtime is compiled with the server's), so a
+    choice made at an image's build time serves on hosts of any size; the ranking was measured on the builder.
+    """
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     decided_by = {
         "format": CACHE_FORMAT,
         "checkpoint": version,
         "mode": mode,
         "device": device_name,
-        "threads": threads,
         "min_agreement": min_agreement,
         "batch_sizes": batch_sizes,
         "versions": _versions(),
@@ -218,7 +219,7 @@ def optimize_engine(
         return _apply(engine, EAGER, Runnable(engine.model, torch.float32, engine.channels_last, "fp32"), report)
     sizes = timed_batch_sizes(max_batch_size)
     report.golden_images, report.batch_sizes = len(golden), sizes
-    report.cache_key = cache_key(version, mode, engine.device, threads, min_agreement, sizes)
+    report.cache_key = cache_key(version, mode, engine.device, min_agreement, sizes)
     trial = _Trial(engine, golden, min_agreement, threads)
     directory = cache_dir / f"{engine.name}-{report.cache_key}" if cache_dir is not None else None
     if directory is not None:

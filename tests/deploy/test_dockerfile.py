@@ -182,3 +182,14 @@ def test_hadolint_is_clean():
         [hadolint, "--no-color", "--ignore", "DL3008", str(DOCKERFILE)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_shipped_models_are_optimised_at_build_time_and_served_from_that_cache(stages, console_scripts):
+    """``resnet-optimize`` runs in the build stage (OpenVINO's converter, NNCF); the runtime gets its cache."""
+    build = stages["build"]
+    runs = [ins.value for ins in build if ins.keyword == "RUN" and "resnet-optimize" in ins.value]
+    assert runs and "weights/" in runs[0] and "--device cpu" in runs[0]
+    assert "resnet-optimize" in console_scripts
+    weights = [ins.value for ins in final(stages) if ins.keyword == "COPY" and "weights" in ins.value]
+    assert weights == ["--from=build /app/weights/ /app/weights/"]
+    assert "weights/.optimized/" in (ROOT / ".dockerignore").read_text().splitlines()  # a local cache stays out
