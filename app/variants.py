@@ -47,6 +47,15 @@ class BuildInputs:
     threads: int  # intra-op threads of the forward
 
 
+def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX); unknown platforms are assumed to."""
+    try:
+        flags = cpuinfo.read_text()
+    except OSError:
+        return True
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
 class Variant:
     """A named way to run a model; subclasses build it and say where it cannot run."""
 
@@ -84,6 +93,8 @@ class EagerVariant(Variant):
             return f"{self.precision} eager runs on {', '.join(self.devices)} only"
         if self.dtype is torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
             return "this GPU has no bf16"
+        if self.dtype is torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
+            return "this CPU has no bf16 instructions (AVX512-BF16 or AMX): emulated bf16 is several times slower"
         return None
 
     def build(self, model: nn.Module, inputs: BuildInputs) -> Runnable:

@@ -73,9 +73,10 @@ def test_auto_serves_the_fastest_variant_that_agrees(auto: tuple[Engine, Optimiz
 
 
 def test_a_variant_that_disagrees_is_refused_and_never_served(shipped: Path, tmp_path: Path) -> None:
-    engine, report = _optimize(shipped, "eager-bf16", None, min_agreement=1.0)
-    bf16 = next(v for v in report.variants if v.name == "eager-bf16")
-    assert bf16.status == "refused" and bf16.agreement["top1"] < 1.0 and "below 100.00%" in bf16.reason
+    engine, report = _optimize(shipped, "openvino-int8", None, min_agreement=1.0)
+    int8 = next(v for v in report.variants if v.name == "openvino-int8")
+    assert int8.status == "refused" and int8.agreement["top1"] < 1.0 and "below 100.00%" in int8.reason
+    assert not int8.images_per_s  # a refused variant is not even timed
     assert report.chosen == engine.variant == "eager" and engine.precision == "fp32"
     assert "not eligible" in report.reason
 
@@ -157,3 +158,14 @@ def test_fashion_mnist_accuracy_through_the_chosen_variant_is_within_0_2_points_
     print(f"Fashion-MNIST test accuracy, {len(targets)} images: {accuracy} ({optimized.variant})")
     assert len(targets) == 10_000 and accuracy["eager"] >= 0.94
     assert abs(accuracy["optimized"] - accuracy["eager"]) <= 0.002
+
+
+def test_bf16_is_tried_on_a_cpu_only_where_it_is_native(tmp_path: Path) -> None:
+    from app.variants import cpu_has_native_bf16
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("flags\t\t: fpu sse avx2 avx512f avx512_bf16\n")
+    assert cpu_has_native_bf16(info)
+    info.write_text("flags\t\t: fpu sse avx2\n")
+    assert not cpu_has_native_bf16(info)
+    assert cpu_has_native_bf16(tmp_path / "missing")
