@@ -57,7 +57,7 @@ def _probs(engine: Engine, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
 def test_auto_serves_the_fastest_variant_that_agrees(auto: tuple[Engine, OptimizationReport], shipped: Path) -> None:
     engine, report = auto
     results = {v.name: v for v in report.variants}
-    assert set(results) >= {"eager", "eager-bf16", "openvino", "openvino-int8"}
+    assert set(results) >= {"eager", "eager-bf16", "openvino", "openvino-int8", "onnxruntime", "onnxruntime-int8"}
     assert not [(v.name, v.reason) for v in report.variants if v.status == "failed"]
     assert results["eager"].status in ("chosen", "eligible") and results["eager"].agreement["top1"] == 1.0
     eligible = [v for v in report.variants if v.status in ("chosen", "eligible")]
