@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from app.cuda_staging import PinnedStager
 from app.errors import InferenceFailed
 from app.preprocess import (
     DEFAULT_MAX_PIXELS,
@@ -72,11 +73,14 @@ class Engine:
     variant: str = "eager"  # which ``app.variants`` variant ``model`` is (``--optimize``)
     variant_precision: str | None = None  # what the variant computes in, where ``dtype`` does not say (int8)
     optimization: dict[str, Any] | None = None  # ``--optimize``'s report (``app.optimize.OptimizationReport``)
+    stager: PinnedStager | None = field(default=None, repr=False)  # CUDA only: host-to-device copies
 
     @classmethod
     def load(cls, path: Path, *, device: torch.device, precision: str = "fp32", channels_last: bool = True) -> Engine:
         """Load a checkpoint onto ``device`` in eval mode, BN folded into convs, at ``precision`` and memory format."""
         dtype = resolve_precision(precision, device)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels once
         model, metadata = load_checkpoint(path, device=device)
         model = fold_batchnorm(model.eval().requires_grad_(False)).to(dtype=dtype)
         if channels_last:
@@ -122,7 +126,9 @@ class Engine:
         """uint8 images -> class probabilities, float32 (N, num_classes), on the device."""
         batch = torch.stack(images) if isinstance(images, list) else images
         if self.device.type == "cuda":
-            batch = batch.pin_memory().to(self.device, non_blocking=True)
+            if self.stager is None:
+                self.stager = PinnedStager(self.device)
+            batch = self.stager.to_device(batch)
         memory_format = torch.channels_last if self.channels_last else torch.preserve_format
         x = normalize(batch, self.metadata.preprocessing, self.dtype, memory_format)
         logits = self.model(x)
