@@ -23,6 +23,9 @@ __all__ = [
     "ServeError",
     "InvalidImage",
     "UnknownModel",
+    "Forbidden",
+    "Conflict",
+    "CandidateRefused",
     "PayloadTooLarge",
     "DecodeBudgetExceeded",
     "BodyTimeout",
@@ -78,6 +81,32 @@ class UnknownModel(ServeError):
     """No model of that name is loaded."""
 
     status = 404
+
+
+class Forbidden(ServeError):
+    """The operation is switched off (e.g. model control without ``--model-control``)."""
+
+    status = 403
+
+
+class Conflict(ServeError):
+    """The operation cannot run in the model's present state (another one in progress, the default model, ...)."""
+
+    status = 409
+
+
+class CandidateRefused(ServeError):
+    """A checkpoint offered for serving failed to load or failed its checks; what served before still serves.
+
+    ``check`` names the check that failed (``load``, ``metadata``, ``golden``): the label of
+    ``resnet_serve_model_refusals_total``. The detail is the service's own words, never an exception's text.
+    """
+
+    status = 422
+
+    def __init__(self, detail: str, *, check: str) -> None:
+        super().__init__(detail)
+        self.check = check
 
 
 class PayloadTooLarge(ServeError):

@@ -31,16 +31,29 @@ class ModelLoader:
         self.executors = executors
         self.metrics = metrics
 
-    async def load(self, name: str, path: Path, *, default: bool) -> ModelService:
-        """A started service for the checkpoint at ``path``; raises what loading raised."""
-        service = ModelService(
+    def new_service(self, name: str, path: Path) -> ModelService:
+        """A service for the checkpoint at ``path``, not loaded yet."""
+        return ModelService(
             name, path, settings=self.settings, device=self.device, executors=self.executors, metrics=self.metrics
         )
-        await self.executors.run_load(service.load)
+
+    async def load(
+        self, name: str, path: Path, *, default: bool, publish: bool = True, reuse: ModelService | None = None
+    ) -> ModelService:
+        """A started service for the checkpoint at ``path``; raises what loading raised.
+
+        ``publish=False`` starts a candidate that does not own the model's gauges yet (``ModelService.start``);
+        ``reuse``: serve that retired service's engine instead of loading the file (a rollback).
+        """
+        service = self.new_service(name, path)
+        if reuse is not None:
+            service.reuse(reuse)
+        else:
+            await self.executors.run_load(service.load)
         try:
             for size in service.prime_sizes():  # one forward per job: other models' batches run in between
                 await self.executors.run_forward(partial(service.prime, size))
-            service.start(default=default)
+            service.start(default=default, publish=publish)
         except Exception as exc:
             service.fail(f"{type(exc).__name__}: {exc}")
             await service.stop()

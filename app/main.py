@@ -27,10 +27,12 @@ from app.fast_path import FastPathMiddleware
 from app.loader import ModelLoader
 from app.metrics import Metrics
 from app.middleware import RequestContextMiddleware
+from app.model_control import ModelControl
 from app.registry import ModelRegistry, StartupError
 from app.routes import models, ops, predict
 from app.routes.predict import ServingRoute
 from app.settings import Settings
+from app.weights_watch import WeightsWatcher
 
 __all__ = ["create_app"]
 
@@ -47,6 +49,14 @@ and `/metrics` needs `Authorization: Bearer <key>`.
 def _exit_on_fatal(reason: str) -> None:
     """Startup failed after the port opened (a model failed to warm up): stop the process."""
     os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def _watch_after_startup(loading: asyncio.Task[None], control: ModelControl, debounce_s: float) -> None:
+    """``--watch-weights``: follow the weights directory once startup has loaded every model."""
+    with contextlib.suppress(Exception):
+        await asyncio.shield(loading)
+    if control.registry.state == "ready":
+        await WeightsWatcher(control, debounce_s=debounce_s).run()
 
 
 def create_app(
@@ -74,13 +84,21 @@ def create_app(
             raise StartupError(str(exc)) from None
         executors = Executors.create(workers=settings.workers, torch_threads=settings.torch_threads)
         loader = ModelLoader(settings, device, executors, metrics)
+        control = ModelControl(registry, loader, metrics)
+        app.state.control = control
         loading = asyncio.create_task(loader.load_all(registry, on_fatal=on_fatal, on_ready=on_ready))
+        tasks = [loading]
+        if settings.watch_weights:
+            tasks.append(asyncio.create_task(_watch_after_startup(loading, control, settings.watch_debounce_s)))
         try:
             yield
         finally:
-            loading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loading
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await control.close()
             for service in registry.services.values():
                 await service.stop()
             executors.shutdown()
@@ -101,6 +119,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(predict.router)
     app.include_router(models.router)
+    app.include_router(models.control_router)
     app.include_router(ops.router)
     serving_routes = [route for route in predict.router.routes if isinstance(route, ServingRoute)]
     app.add_middleware(FastPathMiddleware, routes=serving_routes, exception_handlers=app.exception_handlers)

@@ -81,11 +81,38 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemax",
         )
+        self.profile_latency = Gauge(
+            "resnet_serve_model_profile_latency_seconds",
+            "one forward at this batch size, measured at warm-up",
+            ["model", "batch_size"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.profile_throughput = Gauge(
+            "resnet_serve_model_profile_images_per_second",
+            "images per second of back-to-back forwards at this batch size, measured at warm-up",
+            ["model", "batch_size"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.swaps = Counter(
+            "resnet_serve_model_swaps",
+            "versions switched in while serving, by kind (load, swap, rollback, unload)",
+            ["model", "kind"],
+            registry=r,
+        )
+        self.refusals = Counter(
+            "resnet_serve_model_refusals",
+            "checkpoints refused before taking traffic, by the check that failed (load, metadata, golden)",
+            ["model", "check"],
+            registry=r,
+        )
         self.rejected = Counter("resnet_serve_rejected", "requests refused, by reason", ["reason"], registry=r)
         for reason in REJECTION_REASONS:  # every reason exported from the start, at 0
             self.rejected.labels(reason)
         self._owners: dict[str, ModelMetrics] = {}  # model -> the service whose gauges are published
         self._info: dict[str, tuple[str, ...]] = {}  # model -> its model_info label values
+        self._profiles: dict[str, list[str]] = {}  # model -> the batch sizes of its published profile
 
     def reject(self, reason: str) -> None:
         """Count one request refused for ``reason`` (one of ``REJECTION_REASONS``)."""
@@ -95,12 +122,21 @@ class Metrics:
         """The families' children labelled with ``model``, for the service that serves it."""
         return ModelMetrics(self, model)
 
-    def publish(self, owner: ModelMetrics, info: tuple[str, ...], depth: Callable[[], int]) -> None:
-        """``owner`` now serves its model: its ``model_info`` series replaces the model's earlier one."""
+    def publish(
+        self, owner: ModelMetrics, info: tuple[str, ...], depth: Callable[[], int], profile: dict[int, float]
+    ) -> None:
+        """``owner`` now serves its model: its ``model_info`` and profile series replace the model's earlier ones.
+
+        ``profile``: seconds of one forward per batch size (``Engine.warmup_ms``).
+        """
         self.withdraw(self._owners.get(owner.model))
         self._owners[owner.model] = owner
         self._info[owner.model] = info
         self.model_info.labels(*info).set(1)
+        self._profiles[owner.model] = [str(size) for size in profile]
+        for size, seconds in profile.items():
+            self.profile_latency.labels(owner.model, str(size)).set(seconds)
+            self.profile_throughput.labels(owner.model, str(size)).set(size / seconds if seconds > 0 else 0.0)
         queue_depth = self.queue_depth.labels(owner.model)
         if self.multiprocess:  # a function cannot be read from another process: set as the depth changes
             owner.depth_gauge = queue_depth
@@ -114,13 +150,20 @@ class Metrics:
             return
         del self._owners[owner.model]
         info = self._info.pop(owner.model)
+        sizes = self._profiles.pop(owner.model, [])
         if self.multiprocess:  # a series cannot leave the shared files: 0 = not served (by this process)
             owner.depth_gauge = None
             self.model_info.labels(*info).set(0)
             self.queue_depth.labels(owner.model).set(0)
+            for size in sizes:
+                self.profile_latency.labels(owner.model, size).set(0)
+                self.profile_throughput.labels(owner.model, size).set(0)
         else:
             self.model_info.remove(*info)
             self.queue_depth.remove(owner.model)
+            for size in sizes:
+                self.profile_latency.remove(owner.model, size)
+                self.profile_throughput.remove(owner.model, size)
 
     def render(self) -> bytes:
         """The exposition text (prometheus-client's own encoder), of every process in multiprocess mode."""
@@ -165,13 +208,14 @@ class ModelMetrics:
         if self.depth_gauge is not None:
             self.depth_gauge.set(depth)
 
-    def publish(self, info: ModelInfoLabels, depth: Callable[[], int]) -> None:
-        """Publish ``model_info`` (1 = serving) with these labels and ``depth()`` as the queue depth.
+    def publish(self, info: ModelInfoLabels, depth: Callable[[], int], profile: dict[int, float]) -> None:
+        """Publish ``model_info`` (1 = serving) with these labels, ``depth()`` as the queue depth and the
+        capacity profile (seconds of one forward per batch size).
 
         In multiprocess mode the depth is written when published and whenever it changes
         (``depth_changed``), not read at scrape time.
         """
-        self._metrics.publish(self, (self.model, *info.values()), depth)
+        self._metrics.publish(self, (self.model, *info.values()), depth, profile)
 
     def withdraw(self) -> None:
         """Drop this service's ``model_info`` and queue depth, unless a successor has taken them over."""

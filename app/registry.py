@@ -52,6 +52,7 @@ class ModelRegistry:
         self.paths: dict[str, Path] = {}
         self.services: dict[str, ModelService] = {}
         self.failures: dict[str, str] = {}  # name -> reason, for the log and startup errors; never for clients
+        self.unloaded: set[str] = set()  # names taken out of service by the model control API or --watch-weights
         self.default: str | None = None
         self.state: Phase = "starting"
         #: Called with each new phase (a worker of ``--processes`` writes it to the ``ReadinessBoard``).
@@ -120,8 +121,17 @@ class ModelRegistry:
         """Serve ``service`` under its name from now on; returns the service it replaces (to be drained)."""
         replaced = self.services.get(service.name)
         self.services[service.name] = service
+        self.paths[service.name] = service.path
         self.failures.pop(service.name, None)
+        self.unloaded.discard(service.name)
         return replaced
+
+    def remove(self, name: str) -> ModelService | None:
+        """Serve ``name`` no more (its requests get 404 from now on); returns its service (to be drained)."""
+        service = self.services.pop(name, None)
+        if service is not None:
+            self.unloaded.add(name)
+        return service
 
     def fail(self, name: str, reason: str) -> None:
         """Record that checkpoint ``name`` cannot be served, and why."""
@@ -134,6 +144,8 @@ class ModelRegistry:
         service = self.services.get(name) if name is not None else None
         if service is not None:
             return service
+        if name in self.unloaded:
+            raise UnknownModel(f"model {name!r} is unloaded; available: {sorted(self.services)}")
         if name in self.failures:  # a header unreadable at scan, or weights that failed to load
             raise NotReady(f"model {name!r} {LOAD_FAILED}")
         if name in self.paths:

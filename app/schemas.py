@@ -16,10 +16,16 @@ __all__ = [
     "BatchPredictResponse",
     "ModelInfo",
     "ModelList",
+    "CheckpointStatus",
+    "Refusal",
+    "ControlResponse",
+    "Profile",
+    "ProfileRow",
     "Health",
     "Readiness",
     "ErrorResponse",
     "ERROR_RESPONSES",
+    "error_response",
 ]
 
 
@@ -42,6 +48,7 @@ class PredictResponse(BaseModel):
     """The top-k classes of one image, best first."""
 
     model: str = Field(description="the model that answered")
+    version: str | None = Field(None, description="the version that answered: its checkpoint's content hash")
     predictions: list[Prediction]
 
 
@@ -77,13 +84,76 @@ class ModelInfo(BaseModel):
     )
 
 
+class Refusal(BaseModel):
+    """The last candidate version of a model that was refused; the version serving before kept serving."""
+
+    version: str | None = Field(description="the refused file's content hash (null: it did not load)")
+    check: str = Field(description="the check that failed: load, metadata or golden")
+    reason: str
+    at: datetime
+
+
+class CheckpointStatus(BaseModel):
+    """One checkpoint of the weights directory (or a model still served whose file is gone)."""
+
+    name: str
+    state: str = Field(description="loading, ready, draining, failed or unloaded (a file not served)")
+    default: bool
+    version: str | None = Field(description="content hash of the version serving (null when none serves)")
+    loaded_at: datetime | None
+    accuracy: float | None = Field(description="test accuracy recorded in the checkpoint by its training")
+    batch_cap: int | None
+    operation: str | None = Field(None, description="model control operation in progress: load, reload, ...")
+    previous_version: str | None = Field(None, description="the version kept for POST /models/{name}/rollback")
+    check: str | None = Field(None, description="what the serving version's check found (model control loads)")
+    refusal: Refusal | None = Field(None, description="the last refused candidate, if any since the last switch")
+    reason: str | None = Field(None, description="why it failed (the log's words only with the API key)")
+
+
 class ModelList(BaseModel):
-    """Every served model, the default, and checkpoints that failed to load (name -> a fixed message; the
-    reason is in the server log)."""
+    """Every served model, the default, checkpoints that failed to load (name -> a fixed message; the
+    reason is in the server log), and every checkpoint of the weights directory with its state."""
 
     default: str | None
     models: list[ModelInfo]
     failed: dict[str, str] = Field(default_factory=dict)
+    checkpoints: list[CheckpointStatus] = Field(default_factory=list)
+
+
+class ControlResponse(BaseModel):
+    """What a model control operation did."""
+
+    model: str
+    action: str = Field(description="load, swap, rollback or unload (reload of a model not served: load)")
+    changed: bool = Field(description="false when reload found the version already serving")
+    version: str | None = Field(description="the version serving now (null after unload)")
+    previous_version: str | None = Field(description="the version it replaced (kept for rollback)")
+    check: str | None = Field(description="what the new version's check found")
+    seconds: float = Field(description="load, warm-up, check and switch")
+
+
+class ProfileRow(BaseModel):
+    """One batch size, as measured at warm-up."""
+
+    batch_size: int
+    latency_ms: float = Field(description="one forward of this many images")
+    images_per_s: float = Field(description="back-to-back forwards of this size")
+    within_cap: bool = Field(description="the batcher forms batches this large (<= batch_cap)")
+
+
+class Profile(BaseModel):
+    """A model's capacity profile: what sizing replicas and autoscaling start from."""
+
+    model: str
+    version: str | None
+    device: str
+    precision: str
+    variant: str
+    batch_cap: int = Field(description="largest batch the batcher forms")
+    max_batch_size: int = Field(description="--max-batch-size")
+    peak_images_per_s: float = Field(description="the best throughput within the cap: one replica's ceiling")
+    measured_at: datetime | None = Field(description="when warm-up measured it (this version's load)")
+    batch_sizes: list[ProfileRow]
 
 
 class Health(BaseModel):
@@ -105,19 +175,25 @@ class ErrorResponse(BaseModel):
     detail: str | list[dict[str, Any]]
 
 
-def _error(description: str) -> dict:
+def error_response(description: str) -> dict:
     return {"model": ErrorResponse, "description": description}
 
 
 ERROR_RESPONSES: dict[int | str, dict] = {
-    400: _error("undecodable, truncated or oversized image, a decompression bomb, or a malformed multipart body"),
-    401: _error("missing or wrong API key (only when --api-key is set)"),
-    404: _error("unknown model"),
-    408: _error("the body did not arrive at --min-upload-rate-kb or within --timeout-s; the connection is closed"),
-    413: _error("body larger than --max-upload-mb, or images that decode to more than --max-request-pixels"),
-    415: _error("content type is neither multipart/form-data nor image/*"),
-    422: _error("invalid query parameters (e.g. top_k < 1)"),
-    500: _error("the forward pass of this request's batch failed"),
-    503: _error("not ready yet, the model's queue is full, or the server holds its budget of bodies (Retry-After)"),
-    504: _error("no result within --timeout-s"),
+    400: error_response(
+        "undecodable, truncated or oversized image, a decompression bomb, or a malformed multipart body"
+    ),
+    401: error_response("missing or wrong API key (only when --api-key is set)"),
+    404: error_response("unknown model"),
+    408: error_response(
+        "the body did not arrive at --min-upload-rate-kb or within --timeout-s; the connection is closed"
+    ),
+    413: error_response("body larger than --max-upload-mb, or images that decode to more than --max-request-pixels"),
+    415: error_response("content type is neither multipart/form-data nor image/*"),
+    422: error_response("invalid query parameters (e.g. top_k < 1)"),
+    500: error_response("the forward pass of this request's batch failed"),
+    503: error_response(
+        "not ready yet, the model's queue is full, or the server holds its budget of bodies (Retry-After)"
+    ),
+    504: error_response("no result within --timeout-s"),
 }

@@ -42,6 +42,7 @@ from app.optimize import optimize_engine
 from app.preprocess import PixelBudget
 from app.settings import Settings
 from app.simulated import SimulatedDevice
+from models import GoldenSet, read_golden
 
 __all__ = ["ModelService", "ModelState", "Predictions", "file_version"]
 
@@ -91,6 +92,7 @@ class ModelService:
         self.loaded_at: datetime | None = None
         self.load_s: float | None = None
         self.engine: Engine | None = None
+        self.golden: GoldenSet | None = None  # the checkpoint's golden images, read with its weights
         self._settings = settings
         self._device = device
         self._executors = executors
@@ -125,12 +127,20 @@ class ModelService:
                     cache_dir=s.optimize_cache,
                 )
             engine.warmup(s.max_batch_size, autotune=s.autotune_batch)
+            golden = read_golden(self.path)
         except Exception as exc:
             self.fail(f"{type(exc).__name__}: {exc}")
             raise
-        self.engine, self.version = engine, version
+        self.engine, self.version, self.golden = engine, version, golden
         self.load_s = round(time.perf_counter() - started, 3)
         self.loaded_at = datetime.now(UTC)
+
+    def reuse(self, retired: ModelService) -> None:
+        """Serve ``retired``'s engine (already loaded and warm) instead of loading the file (a rollback)."""
+        if retired.engine is None:
+            raise NotReady(f"model {self.name!r}: the retired version has no engine")
+        self.engine, self.version, self.golden = retired.engine, retired.version, retired.golden
+        self.load_s, self.loaded_at = 0.0, datetime.now(UTC)
 
     def prime_sizes(self) -> list[int]:
         """The batch sizes to prime in the forward thread, one ``prime(size)`` each."""
@@ -140,8 +150,12 @@ class ModelService:
         """One forward at batch size ``size``, in the calling thread (the forward thread: see ``Engine.prime``)."""
         self._require_engine().prime(size)
 
-    def start(self, *, default: bool) -> None:
-        """Open the batcher (in the running event loop) and publish the model's metrics; state: ready."""
+    def start(self, *, default: bool, publish: bool = True) -> None:
+        """Open the batcher (in the running event loop) and publish the model's metrics; state: ready.
+
+        A candidate version starts unpublished (``publish=False``): it can classify (its checks do) while
+        the version it may replace still owns the model's gauges; ``publish`` when it is switched in.
+        """
         if self.state is not ModelState.LOADING:
             raise RuntimeError(f"model {self.name!r} cannot start: it is {self.state}")
         engine, s = self._require_engine(), self._settings
@@ -161,7 +175,8 @@ class ModelService:
         self._metrics, self._batcher = metrics, batcher
         batcher.start()
         self.state = ModelState.READY
-        self.publish(default=default)
+        if publish:
+            self.publish(default=default)
         log.info(
             "model ready",
             extra={
@@ -186,7 +201,8 @@ class ModelService:
         labels = ModelInfoLabels(
             arch, engine.device_name, engine.precision, engine.variant, engine.batch_cap, default, self.version or ""
         )
-        metrics.publish(labels, lambda: batcher.depth)
+        profile = {size: ms / 1000 for size, ms in engine.warmup_ms.items()}
+        metrics.publish(labels, lambda: batcher.depth, profile)
 
     @contextmanager
     def admitted(self) -> Iterator[None]:
@@ -201,6 +217,11 @@ class ModelService:
             self._in_flight -= 1
             if not self._in_flight:
                 self._idle.set()
+
+    @property
+    def max_queue(self) -> int:
+        """Images this service queues at most (``--max-queue``)."""
+        return self._settings.max_queue
 
     def check_capacity(self) -> None:
         """503 now, before the body is read, when the model's queue has no slot left."""

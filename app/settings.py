@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -254,6 +254,33 @@ class Settings(BaseSettings):
     max_failed_batches: int = Field(
         5, ge=1, description="/ready answers 503 after this many consecutive failed batches of a model"
     )
+
+    # Model lifecycle
+    model_control: bool = Field(
+        False,
+        description="enable POST /models/{name}/load|unload|reload|rollback (behind --api-key; files in "
+        "--weights-dir only); needs --processes 1 (each process has its own models: use --watch-weights)",
+    )
+    watch_weights: bool = Field(
+        False,
+        description="load, hot-swap (checked) or unload a model when its file in --weights-dir appears, changes "
+        "or disappears",
+    )
+    watch_debounce_s: float = Field(
+        2.0,
+        gt=0,
+        le=600,
+        description="--watch-weights acts on a file once its size and mtime have not changed for this long",
+    )
+
+    @model_validator(mode="after")
+    def _control_in_one_process(self) -> Settings:
+        if self.model_control and self.processes > 1:
+            raise ValueError(
+                "--model-control acts on the process that receives the request: use --processes 1, or "
+                "--watch-weights, which every process follows"
+            )
+        return self
 
     @field_validator("optimize")
     @classmethod

@@ -22,10 +22,12 @@ from models import (
     Provenance,
     TrainingInfo,
     create_model,
+    load_checkpoint,
+    read_golden,
     save_checkpoint,
 )
 
-__all__ = ["make_metadata", "write_checkpoint"]
+__all__ = ["make_metadata", "running_app", "write_checkpoint", "write_perturbed", "write_version"]
 
 
 def make_metadata(
@@ -82,3 +84,25 @@ async def running_app(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         httpx.AsyncClient(transport=transport, base_url="http://test") as client,
     ):
         yield client
+
+
+def write_version(source: Path, path: Path, note: str) -> Path:
+    """``source``'s weights, labels and golden images as a new version (another content hash) at ``path``.
+
+    The answers are the same; only the provenance's command (``note``) differs, as a re-export would.
+    """
+    model, metadata = load_checkpoint(source)
+    provenance = replace(metadata.provenance, command=f"{metadata.provenance.command} # {note}")
+    return save_checkpoint(model, path, replace(metadata, provenance=provenance), golden=read_golden(source))
+
+
+def write_perturbed(source: Path, path: Path, scale: float = 0.5, seed: int = 0) -> Path:
+    """A broken retraining of ``source``: its weights with noise of ``scale`` times their spread, its golden set
+    (the old answers) kept. A valid file that loads and runs, but answers differently."""
+    model, metadata = load_checkpoint(source)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            noise = torch.randn(parameter.shape, generator=generator) * parameter.std().nan_to_num(0.1) * scale
+            parameter.add_(noise)
+    return save_checkpoint(model, path, metadata, golden=read_golden(source))

@@ -27,7 +27,7 @@ from app.deps import RegistryDep, SettingsDep, check_api_key, require_api_key
 from app.disconnect import DisconnectWatch
 from app.registry import ModelRegistry
 from app.schemas import ERROR_RESPONSES, BatchPredictResponse, PredictQuery, PredictResponse
-from app.service import Predictions
+from app.service import ModelService, Predictions
 from app.settings import Settings
 from app.uploads import BATCH_BODY_OPENAPI, IMAGE_BODY_OPENAPI, BodyReader, read_images
 
@@ -79,7 +79,7 @@ router = APIRouter(
 
 async def _classify(
     request: Request, registry: ModelRegistry, settings: Settings, query: PredictQuery, *, field: str, max_files: int
-) -> tuple[str, list[Predictions]]:
+) -> tuple[ModelService, list[Predictions]]:
     """The whole life of a prediction request, each limit checked before the work it guards.
 
     Queue capacity and the byte budget before the body is read (503); the body at its pace (408) and
@@ -96,7 +96,7 @@ async def _classify(
         with BodyReader(request, limit=settings.max_upload_bytes, budget=budget, pace=pace) as reader:
             images = await read_images(request, reader, field=field, max_files=max_files)
             with DisconnectWatch(request.receive):
-                return service.name, await service.classify(images, query.top_k, deadline, reader.lease)
+                return service, await service.classify(images, query.top_k, deadline, reader.lease)
 
 
 @router.post("/predict", response_model=PredictResponse, openapi_extra=IMAGE_BODY_OPENAPI)
@@ -104,9 +104,9 @@ async def predict(
     request: Request, registry: RegistryDep, settings: SettingsDep, query: Annotated[PredictQuery, Query()]
 ) -> Response:
     """Classify one image: multipart field `file`, or a raw `image/*` body."""
-    model, [predictions] = await _classify(request, registry, settings, query, field="file", max_files=1)
+    service, [predictions] = await _classify(request, registry, settings, query, field="file", max_files=1)
     # Built by the engine in exactly PredictResponse's shape: not re-validated on the hot path.
-    return _json({"model": model, "predictions": predictions})
+    return _json({"model": service.name, "version": service.version, "predictions": predictions})
 
 
 @router.post("/predict/batch", response_model=BatchPredictResponse, openapi_extra=BATCH_BODY_OPENAPI)
@@ -114,7 +114,8 @@ async def predict_batch(
     request: Request, registry: RegistryDep, settings: SettingsDep, query: Annotated[PredictQuery, Query()]
 ) -> Response:
     """Classify several images (multipart fields `files`); results in upload order."""
-    model, outputs = await _classify(
+    service, outputs = await _classify(
         request, registry, settings, query, field="files", max_files=settings.max_batch_files
     )
-    return _json({"results": [{"model": model, "predictions": p} for p in outputs]})
+    model, version = service.name, service.version
+    return _json({"results": [{"model": model, "version": version, "predictions": p} for p in outputs]})

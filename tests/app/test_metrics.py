@@ -45,8 +45,8 @@ def test_a_batch_is_observed_under_its_model() -> None:
 def test_model_info_is_replaced_and_withdrawn() -> None:
     metrics = Metrics()
     model = metrics.for_model("m")
-    model.publish(ModelInfoLabels("resnet20", "cpu", "fp32", "eager", 16, True, "v1"), lambda: 7)
-    model.publish(ModelInfoLabels("resnet20", "cpu", "fp32", "eager", 16, False, "v1"), lambda: 7)
+    model.publish(ModelInfoLabels("resnet20", "cpu", "fp32", "eager", 16, True, "v1"), lambda: 7, {})
+    model.publish(ModelInfoLabels("resnet20", "cpu", "fp32", "eager", 16, False, "v1"), lambda: 7, {})
     info = {k: v for k, v in samples(metrics).items() if k[0] == "resnet_serve_model_info"}
     assert list(info.values()) == [1.0]
     [(_, labels)] = info
@@ -69,12 +69,19 @@ def test_model_info_is_replaced_and_withdrawn() -> None:
 def test_a_retiring_version_never_withdraws_its_successors_series() -> None:
     metrics = Metrics()
     old, new = metrics.for_model("m"), metrics.for_model("m")
-    old.publish(ModelInfoLabels("resnet20", "cpu", "fp32", "eager", 16, True, "v1"), lambda: 1)
-    new.publish(ModelInfoLabels("resnet20", "cpu", "fp32", "eager", 16, True, "v2"), lambda: 2)
+    old.publish(ModelInfoLabels("resnet20", "cpu", "fp32", "eager", 16, True, "v1"), lambda: 1, {1: 0.5, 8: 1.0})
+    new.publish(ModelInfoLabels("resnet20", "cpu", "fp32", "eager", 16, True, "v2"), lambda: 2, {1: 0.25})
     old.withdraw()
     s = samples(metrics)
     versions = [dict(labels)["version"] for name, labels in s if name == "resnet_serve_model_info"]
     assert versions == ["v2"] and s[("resnet_serve_queue_depth", (("model", "m"),))] == 2
+    # the profile is the successor's alone: batch size 8 of the old version is gone
+    profile = {dict(labels)["batch_size"]: value for (name, labels), value in s.items() if "profile_latency" in name}
+    assert profile == {"1": 0.25}
+    throughput = s[("resnet_serve_model_profile_images_per_second", (("batch_size", "1"), ("model", "m")))]
+    assert throughput == 4.0
+    new.withdraw()
+    assert not [name for name, _ in samples(metrics) if "profile" in name]
 
 
 PID = 4242
@@ -93,7 +100,7 @@ def worker_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 def test_multiprocess_mode_reads_the_files_and_withdraws_to_0(worker_metrics: Metrics, tmp_path: Path) -> None:
     assert worker_metrics.multiprocess
     model = worker_metrics.for_model("m")
-    model.publish(ModelInfoLabels("resnet20", "cpu", "fp32", "eager", 16, True, "v1"), lambda: 3)
+    model.publish(ModelInfoLabels("resnet20", "cpu", "fp32", "eager", 16, True, "v1"), lambda: 3, {})
     m = (("model", "m"),)
     info = {k: v for k, v in samples(worker_metrics).items() if k[0] == "resnet_serve_model_info"}
     assert list(info.values()) == [1.0] and samples(worker_metrics)[("resnet_serve_queue_depth", m)] == 3
