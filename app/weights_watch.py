@@ -70,9 +70,9 @@ class WeightsWatcher:
             await self.poll()
             await asyncio.sleep(self.poll_s)
 
-    async def poll(self) -> None:
-        """One look at the directory: note changes, act on those that have settled."""
-        now = time.monotonic()
+    async def poll(self, now: float | None = None) -> None:
+        """One look at the directory: note changes, act on those that have settled (``now``: a monotonic time)."""
+        now = time.monotonic() if now is None else now
         stats: dict[str, FileStat] = dict(await asyncio.to_thread(checkpoint_stats, self.weights_dir))
         for name in stats.keys() | self._settled.keys() | self._pending.keys():
             stat = stats.get(name)

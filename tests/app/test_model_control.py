@@ -11,6 +11,7 @@ import asyncio
 import shutil
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,11 @@ import pytest
 from factories import running_app, write_perturbed, write_version
 
 from app.main import create_app
+from app.model_control import ModelControl
 from app.registry import ModelRegistry
 from app.service import file_version
 from app.settings import Settings
+from app.weights_watch import WeightsWatcher
 from models import read_golden
 
 SHIPPED = Path("weights/resnet20-fashion-mnist.safetensors")
@@ -63,7 +66,15 @@ def golden_png() -> bytes:
     return golden.images[0]
 
 
-def run(weights: Path, scenario: Callable[[httpx.AsyncClient, ModelRegistry], Awaitable[Any]], **overrides: Any) -> Any:
+@dataclass(frozen=True)
+class Served:
+    """What a scenario acts on beside the HTTP client: the app's registry and model control."""
+
+    registry: ModelRegistry
+    control: ModelControl
+
+
+def run(weights: Path, scenario: Callable[[httpx.AsyncClient, Served], Awaitable[Any]], **overrides: Any) -> Any:
     """Start the app on ``weights`` (model control on unless overridden), wait until ready, run ``scenario``."""
     options: dict[str, Any] = {
         "weights_dir": weights,
@@ -84,7 +95,7 @@ def run(weights: Path, scenario: Callable[[httpx.AsyncClient, ModelRegistry], Aw
             while not registry.ready:
                 assert time.monotonic() < deadline, "not ready within 60 s"
                 await asyncio.sleep(0.01)
-            return await scenario(client, registry)
+            return await scenario(client, Served(registry, app.state.control))
 
     return asyncio.run(main())
 
@@ -99,7 +110,7 @@ def status(listing: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def test_model_control_is_off_by_default(weights: Path) -> None:
-    async def scenario(client: httpx.AsyncClient, registry: ModelRegistry) -> None:
+    async def scenario(client: httpx.AsyncClient, app: Served) -> None:
         response = await client.post(f"/models/{NAME}/reload")
         assert response.status_code == 403 and "--model-control" in response.json()["detail"]
 
@@ -107,7 +118,7 @@ def test_model_control_is_off_by_default(weights: Path) -> None:
 
 
 def test_load_and_unload_a_new_file(weights: Path, versions: dict[str, Path]) -> None:
-    async def scenario(client: httpx.AsyncClient, registry: ModelRegistry) -> None:
+    async def scenario(client: httpx.AsyncClient, app: Served) -> None:
         shutil.copy(versions["b"], weights / "second.safetensors")
         listing = (await client.get("/models")).json()
         assert status(listing, "second")["state"] == "unloaded" and status(listing, NAME)["state"] == "ready"
@@ -140,7 +151,7 @@ def test_load_and_unload_a_new_file(weights: Path, versions: dict[str, Path]) ->
 def test_reload_swaps_in_a_checked_version_and_rollback_returns(weights: Path, versions: dict[str, Path]) -> None:
     a, b = file_version(versions["a"]), file_version(versions["b"])
 
-    async def scenario(client: httpx.AsyncClient, registry: ModelRegistry) -> None:
+    async def scenario(client: httpx.AsyncClient, app: Served) -> None:
         unchanged = (await client.post(f"/models/{NAME}/reload")).json()
         assert unchanged["changed"] is False and unchanged["version"] == a
         assert (await client.post(f"/models/{NAME}/rollback")).status_code == 409  # nothing to roll back to
@@ -172,7 +183,7 @@ def test_a_candidate_failing_its_golden_images_is_refused_and_the_old_version_se
 ) -> None:
     a, bad = file_version(versions["a"]), file_version(versions["bad"])
 
-    async def scenario(client: httpx.AsyncClient, registry: ModelRegistry) -> None:
+    async def scenario(client: httpx.AsyncClient, app: Served) -> None:
         replace_file(versions["bad"], weights / f"{NAME}.safetensors")
         refused = await client.post(f"/models/{NAME}/reload")
         assert refused.status_code == 422, refused.text
@@ -208,10 +219,10 @@ def test_names_that_are_paths_or_urls_are_refused(weights: Path, path: str) -> N
     outside = weights.parent / "secret.safetensors"
     shutil.copy(SHIPPED, outside)
 
-    async def scenario(client: httpx.AsyncClient, registry: ModelRegistry) -> None:
+    async def scenario(client: httpx.AsyncClient, app: Served) -> None:
         response = await client.post(path)
         assert response.status_code in (400, 404), response.text
-        assert "secret" not in registry.services and len(registry.services) == 1
+        assert "secret" not in app.registry.services and len(app.registry.services) == 1
 
     run(weights, scenario)
 
@@ -221,18 +232,18 @@ def test_a_symlink_out_of_the_weights_directory_is_refused(weights: Path, tmp_pa
     outside.parent.mkdir()
     shutil.copy(SHIPPED, outside)
 
-    async def scenario(client: httpx.AsyncClient, registry: ModelRegistry) -> None:
+    async def scenario(client: httpx.AsyncClient, app: Served) -> None:
         (weights / "linked.safetensors").symlink_to(outside)  # after startup (which serves what it finds)
         response = await client.post("/models/linked/load")
         assert response.status_code == 400 and "outside the weights directory" in response.json()["detail"]
-        assert str(outside) not in response.text and "linked" not in registry.services
+        assert str(outside) not in response.text and "linked" not in app.registry.services
         assert (await client.post("/models/missing/load")).status_code == 404
 
     run(weights, scenario)
 
 
 def test_the_profile_is_served_and_exported(weights: Path) -> None:
-    async def scenario(client: httpx.AsyncClient, registry: ModelRegistry) -> None:
+    async def scenario(client: httpx.AsyncClient, app: Served) -> None:
         profile = (await client.get(f"/models/{NAME}/profile")).json()
         assert profile["device"] == "cpu" and profile["max_batch_size"] == 4
         sizes = [row["batch_size"] for row in profile["batch_sizes"]]
@@ -248,5 +259,46 @@ def test_the_profile_is_served_and_exported(weights: Path) -> None:
             assert f"resnet_serve_model_profile_latency_seconds{labels}" in metrics
             assert f"resnet_serve_model_profile_images_per_second{labels}" in metrics
         assert (await client.get("/models/nope/profile")).status_code == 404
+
+    run(weights, scenario, model_control=False)
+
+
+def test_the_watcher_waits_for_a_file_to_settle_then_loads_swaps_and_unloads(
+    weights: Path, versions: dict[str, Path]
+) -> None:
+    """``WeightsWatcher.poll`` with its clock given: a half-copied file is never loaded."""
+    second = weights / "second.safetensors"
+    data = versions["b"].read_bytes()
+
+    async def scenario(client: httpx.AsyncClient, app: Served) -> None:
+        watcher = WeightsWatcher(app.control, debounce_s=10)
+        await watcher.poll(now=0)
+        await watcher.poll(now=11)  # the served file settles: reloaded, unchanged
+        assert app.registry.services[NAME].version == file_version(versions["a"])
+
+        second.write_bytes(data[: len(data) // 2])  # a copy in progress
+        await watcher.poll(now=20)
+        await watcher.poll(now=29)
+        assert "second" not in app.registry.services and "second" not in app.registry.failures
+        with second.open("ab") as file:
+            file.write(data[len(data) // 2 :])
+        await watcher.poll(now=31)  # changed again: the clock starts again
+        await watcher.poll(now=40)
+        assert "second" not in app.registry.services
+        await watcher.poll(now=41.5)
+        assert app.registry.services["second"].version == file_version(versions["b"])
+
+        replace_file(versions["b"], weights / f"{NAME}.safetensors")
+        await watcher.poll(now=50)
+        await watcher.poll(now=61)
+        assert app.registry.services[NAME].version == file_version(versions["b"])
+
+        second.unlink()
+        (weights / f"{NAME}.safetensors").unlink()  # the default model keeps serving
+        await watcher.poll(now=70)
+        await watcher.poll(now=81)
+        assert "second" not in app.registry.services and "second" in app.registry.unloaded
+        assert app.registry.services[NAME].state == "ready" and (await predict(client)).status_code == 200
+        assert not app.registry.failures
 
     run(weights, scenario, model_control=False)
