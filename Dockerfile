@@ -35,6 +35,7 @@ COPY training/ training/
 COPY app/ app/
 COPY experiments/ experiments/
 COPY bench/ bench/
+COPY client/ client/
 RUN --mount=type=cache,target=/root/.cache/uv \
     /opt/uv/bin/uv sync --locked --no-dev --no-editable
 # The shipped models' `--optimize auto` choice for CPU hosts, made here once (OpenVINO IR and int8

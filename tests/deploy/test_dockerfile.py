@@ -162,7 +162,7 @@ def test_dockerignore_keeps_context_small():
     for heavy in (".venv", "data", "runs", ".git", "tests"):
         assert heavy not in allowed
     # Every package the wheel builds must be in the context, or `uv sync` fails in the build stage.
-    wheel_packages = {"models", "training", "app", "experiments", "bench"}
+    wheel_packages = {"models", "training", "app", "experiments", "bench", "client"}
     assert wheel_packages <= allowed
 
 

