@@ -113,6 +113,14 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
+def _describe(error: Any) -> str:
+    """A pydantic error about a setting as ``--flag: message`` (a check across settings: its message)."""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not error["loc"]:
+        return message
+    return f"--{str(error['loc'][0]).replace('_', '-')}: {message}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse flags, tune the process, serve until SIGTERM; 0 after a clean drain, 1 when startup fails."""
     parser = get_args_parser()
@@ -120,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: v for k, v in vars(args).items() if v is not None}
     try:
         settings = Settings(**overrides)
-    except ValidationError as exc:
-        parser.error(str(exc))
+    except ValidationError as exc:  # one clause per bad setting, without pydantic's decoration
+        errors = [e for e in exc.errors(include_url=False) if e["type"] != "default_factory_not_called"]
+        parser.error("; ".join(_describe(error) for error in errors))
     configure_logging(settings.log_level, settings.log_format)
     if settings.processes > 1:
         return Supervisor(settings, serve_worker).run()

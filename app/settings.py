@@ -8,6 +8,7 @@ which overrides the defaults.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import resource
@@ -76,6 +77,16 @@ def _default_max_connections(processes: int) -> int:
 
 def _forward_on_cpu(device: str) -> bool:
     return device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address or ``localhost`` (only this machine can connect)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _default_processes(device: str) -> int:
@@ -274,11 +285,16 @@ class Settings(BaseSettings):
     )
 
     @model_validator(mode="after")
-    def _control_in_one_process(self) -> Settings:
+    def _model_control_safe(self) -> Settings:
         if self.model_control and self.processes > 1:
             raise ValueError(
                 "--model-control acts on the process that receives the request: use --processes 1, or "
                 "--watch-weights, which every process follows"
+            )
+        if self.model_control and self.api_key is None and not _is_loopback(self.host):
+            raise ValueError(
+                f"--model-control on {self.host} needs --api-key: anyone who reaches the port could change the "
+                "models (without a key, bind a loopback address)"
             )
         return self
 

@@ -71,6 +71,9 @@ def test_version_comes_from_the_package_metadata(capsys: pytest.CaptureFixture[s
         ["--max-upload-mb", "-1"],
         ["--image-formats", "PNG,ICO"],
         ["--image-formats", ""],
+        ["--model-control", "--processes", "2"],
+        ["--model-control", "--host", "0.0.0.0"],
+        ["--model-control", "--host", "192.0.2.7"],
     ],
 )
 def test_invalid_values_are_rejected(argv: list[str]) -> None:
@@ -108,3 +111,18 @@ def test_memory_follows_a_container_memory_limit_and_sizes_the_body_budget(tmp_p
 def test_image_formats_are_a_comma_separated_list_of_known_formats() -> None:
     assert settings_from(["--image-formats", "png, jpeg"]).decode_limits.formats == ("PNG", "JPEG")
     assert "TIFF" in settings_from([]).image_formats
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--model-control"],
+        ["--model-control", "--host", "::1"],
+        ["--model-control", "--host", "localhost"],
+        ["--model-control", "--host", "0.0.0.0", "--api-key", "k"],
+        ["--watch-weights", "--processes", "2"],
+    ],
+)
+def test_model_control_binds_loopback_or_needs_a_key_and_watch_works_in_every_process(argv: list[str]) -> None:
+    settings = settings_from(argv)
+    assert settings.model_control or settings.watch_weights
