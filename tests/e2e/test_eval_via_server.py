@@ -1,4 +1,4 @@
-"""``resnet-eval --via-server``: the shipped model through a real server agrees with itself in process; skew is found."""
+"""``resnet-eval --via-server``: the shipped model served agrees with itself in process; skew and errors are found."""
 
 from __future__ import annotations
 
@@ -17,27 +17,51 @@ SHIPPED = Path(__file__).resolve().parents[2] / "weights" / "resnet20-fashion-mn
 ARGS = ["--torch-threads", "1", "--workers", "1", "--max-batch-size", "8"]
 
 
-def _serve(start_server, weights: Path) -> ServerProcess:
-    server = start_server(["--weights-dir", str(weights), *ARGS])  # --optimize off (tests/conftest.py): fp32 eager
-    server.wait_ready(timeout=120)
-    return server
+def _perturbed_copy(directory: Path) -> Path:
+    """The shipped checkpoint, metadata and all, with one output bias raised: the served model leans to T-shirt/top."""
+    directory.mkdir()
+    with safe_open(SHIPPED, "pt") as handle:
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118  (safe_open is no dict)
+        metadata = handle.metadata()
+    tensors["fc.bias"][0] += 4.0
+    save_file(tensors, directory / SHIPPED.name, metadata=metadata)
+    return directory
 
 
-def _eval(server_url: str, data_dir: Path, limit: int, capsys: pytest.CaptureFixture) -> tuple[int, dict]:
+@pytest.fixture(scope="module")
+def servers(start_server, tmp_path_factory: pytest.TempPathFactory) -> dict[str, ServerProcess]:
+    """A server of the shipped checkpoint and one of a perturbed copy under the same name, started together.
+
+    Both run ``--optimize off`` (tests/conftest.py): fp32 eager, the in-process model's own arithmetic.
+    """
+    shipped = tmp_path_factory.mktemp("shipped")
+    shutil.copy(SHIPPED, shipped / SHIPPED.name)
+    perturbed = _perturbed_copy(tmp_path_factory.mktemp("perturbed") / "weights")
+    started = {
+        name: start_server(["--weights-dir", str(d), *ARGS])
+        for name, d in [("shipped", shipped), ("perturbed", perturbed)]
+    }
+    for server in started.values():
+        server.wait_ready(timeout=180)
+    return started
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Fashion-MNIST unpacked once for the module."""
+    return tmp_path_factory.mktemp("data")
+
+
+def _eval(server: ServerProcess, data_dir: Path, limit: int, capsys: pytest.CaptureFixture) -> tuple[int, dict]:
     argv = [str(SHIPPED), "--dataset", "fashion-mnist", "--data-dir", str(data_dir), "--limit", str(limit)]
-    status = cli([*argv, "--device", "cpu", "--via-server", server_url, "--concurrency", "4", "--json"])
-    out = capsys.readouterr().out
-    return status, json.loads(out)
+    status = cli([*argv, "--device", "cpu", "--via-server", server.url, "--concurrency", "4", "--json"])
+    return status, json.loads(capsys.readouterr().out)
 
 
 def test_the_shipped_model_gives_the_same_answers_served_as_in_process(
-    start_server, tmp_path: Path, capsys: pytest.CaptureFixture
+    servers: dict[str, ServerProcess], data_dir: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    weights = tmp_path / "weights"
-    weights.mkdir()
-    shutil.copy(SHIPPED, weights / SHIPPED.name)
-    server = _serve(start_server, weights)
-    status, result = _eval(server.url, tmp_path / "data", 300, capsys)
+    status, result = _eval(servers["shipped"], data_dir, 300, capsys)
     report = result["via_server"]
     assert status == 0
     assert result["images"] == report["images"] == 300
@@ -47,17 +71,9 @@ def test_the_shipped_model_gives_the_same_answers_served_as_in_process(
 
 
 def test_a_served_model_with_other_weights_is_reported_as_skew(
-    start_server, tmp_path: Path, capsys: pytest.CaptureFixture
+    servers: dict[str, ServerProcess], data_dir: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    weights = tmp_path / "weights"
-    weights.mkdir()
-    with safe_open(SHIPPED, "pt") as handle:
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118  (safe_open is no dict)
-        metadata = handle.metadata()
-    tensors["fc.bias"][0] += 4.0  # the served model leans to T-shirt/top
-    save_file(tensors, weights / SHIPPED.name, metadata=metadata)
-    server = _serve(start_server, weights)
-    status, result = _eval(server.url, tmp_path / "data", 200, capsys)
+    status, result = _eval(servers["perturbed"], data_dir, 200, capsys)
     report = result["via_server"]
     assert status == 1 and report["skew"]
     assert report["differing"] > 2 and report["in_process_right_server_wrong"] > 0
