@@ -45,16 +45,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     served = p.add_argument_group(
         "through a running service",
         "Send the same test images to a resnet-serve instance and compare its top-1 with the model's in process, "
-        "image by image. Train/serve skew (exit status 1) when the top-1 differs on more than 1%% of the images, "
+        "image by image. Train/serve skew (exit status 1) when the top-1 differs on more than 1% of the images, "
         "or when |b - c| > 2 sqrt(b + c), b the images right in process and wrong served, c the other way round "
         "(McNemar's test). Errors (unreachable server, unknown model, 401, other labels): exit status 2.",
     )
     served.add_argument("--via-server", metavar="URL", default=None, help="the service's base URL")
-    served.add_argument("--model", default=None, help="the served model's name (default: the checkpoint's stem)")
+    served.add_argument("--model", default=None, help="the served model's name; None: the checkpoint's file stem")
     served.add_argument("--concurrency", type=int, default=8, help="requests in flight")
-    served.add_argument(
-        "--api-key", default=os.environ.get("RESNET_SERVE_API_KEY"), help="the service's key (env RESNET_SERVE_API_KEY)"
-    )
+    served.add_argument("--api-key", default=None, help="the service's key; None: env RESNET_SERVE_API_KEY, if set")
     served.add_argument("--no-progress", action="store_true", help="no progress bar (none with --json either)")
     return p
 
@@ -71,12 +69,13 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         raise EvaluationError(str(exc)) from None
     model, metadata = load_checkpoint(args.checkpoint, device=device)
     spec = metadata.preprocessing
+    api_key = args.api_key or os.environ.get("RESNET_SERVE_API_KEY")  # from the environment: not shown in --help
     served = None
     if args.via_server is not None:  # an unusable server is an error before the in-process evaluation, not after it
         if args.concurrency < 1:
             raise EvaluationError(f"--concurrency must be at least 1, not {args.concurrency}")
         name = args.model or args.checkpoint.stem
-        served = describe_served_model(args.via_server, name, metadata.labels, api_key=args.api_key)
+        served = describe_served_model(args.via_server, name, metadata.labels, api_key=api_key)
     # The test images are prepared with the checkpoint's own preprocessing (for image folders: not the folder's
     # defaults), as the service would prepare them.
     data = load_data(args.dataset, data_dir=args.data_dir, download=args.download, limit=args.limit, spec=spec)
@@ -111,7 +110,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             stats.predictions.tolist(),
             metadata.labels,
             served=served,
-            api_key=args.api_key,
+            api_key=api_key,
             concurrency=args.concurrency,
             progress=not (args.no_progress or args.json),
         )

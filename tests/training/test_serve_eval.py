@@ -12,7 +12,16 @@ from PIL import Image
 from torch.utils.data import TensorDataset
 
 from training.datasets import ImageFolderSplit
-from training.serve_eval import ServeEvalError, _send, compare, is_skew, predict_all, served_images
+from training.serve_eval import (
+    ServeEvalError,
+    _client,
+    _send,
+    compare,
+    format_report,
+    is_skew,
+    predict_all,
+    served_images,
+)
 
 
 @pytest.mark.parametrize(
@@ -56,15 +65,24 @@ def test_compare_counts_paired_disagreements() -> None:
     assert report["differing"] == 3
     assert (report["in_process_right_server_wrong"], report["in_process_wrong_server_right"]) == (1, 2)
     assert report["first_differences"][0] == {"image": "1", "label": "b", "in_process": "b", "served": "a"}
+    text = format_report({**report, "url": "http://server", "model": "m", "version": "v1", "variant": "eager"})
+    assert "TRAIN/SERVE SKEW" in text[1] and text[-1] == "    3: true a, in process b, served a"
 
 
-def _client(handler) -> httpx.Client:
+def test_the_api_key_is_sent_as_a_bearer_token() -> None:
+    with _client("http://server", "k3y") as client:
+        assert client.headers["authorization"] == "Bearer k3y"
+    with _client("http://server", None) as client:
+        assert "authorization" not in client.headers
+
+
+def _mock(handler) -> httpx.Client:
     return httpx.Client(transport=httpx.MockTransport(handler), base_url="http://server")
 
 
 def test_a_503_is_retried_after_its_retry_after() -> None:
     answers = iter([httpx.Response(503, headers={"Retry-After": "0"}), httpx.Response(200, json={"ok": True})])
-    assert _send(_client(lambda request: next(answers)), "x", "GET", "/models/m") == {"ok": True}
+    assert _send(_mock(lambda request: next(answers)), "x", "GET", "/models/m") == {"ok": True}
 
 
 @pytest.mark.parametrize(
@@ -76,7 +94,7 @@ def test_a_503_is_retried_after_its_retry_after() -> None:
     ],
 )
 def test_other_answers_are_one_line_errors_naming_the_image(status: int, expected: str) -> None:
-    client = _client(lambda request: httpx.Response(status, json={"detail": "wrong key"}))
+    client = _mock(lambda request: httpx.Response(status, json={"detail": "wrong key"}))
     with pytest.raises(ServeEvalError) as info:
         _send(client, "image 7", "POST", "/predict")
     assert str(info.value) == expected
@@ -89,4 +107,4 @@ def test_predictions_come_back_in_image_order_with_the_model_and_top_k() -> None
         return httpx.Response(200, json={"model": "m", "predictions": [{"label": "x", "index": index, "score": 1.0}]})
 
     images = served_images(TensorDataset(torch.zeros(20, 1, 2, 2, dtype=torch.uint8), torch.zeros(20)))
-    assert predict_all(_client(handler), "m", images, concurrency=4, progress=False) == list(range(20))
+    assert predict_all(_mock(handler), "m", images, concurrency=4, progress=False) == list(range(20))
