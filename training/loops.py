@@ -34,9 +34,13 @@ class EpochStats:
 
 @dataclass
 class EvalStats(EpochStats):
-    """Evaluation figures plus the confusion matrix (rows: true class, columns: predicted)."""
+    """Evaluation figures plus the confusion matrix (rows: true class, columns: predicted).
+
+    ``predictions``: this process's top-1 class per image in loader order, when asked for (``keep_predictions``).
+    """
 
     confusion: Tensor | None = None
+    predictions: Tensor | None = None
 
     def per_class_accuracy(self) -> list[float]:
         assert self.confusion is not None
@@ -122,10 +126,15 @@ def evaluate(
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
     show_progress: bool = False,
+    keep_predictions: bool = False,
 ) -> EvalStats:
-    """Loss, accuracy and confusion matrix of ``model`` on ``loader`` (summed over processes)."""
+    """Loss, accuracy and confusion matrix of ``model`` on ``loader`` (summed over processes).
+
+    ``keep_predictions``: also return this process's top-1 class of each image, in loader order.
+    """
     model.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    kept: list[Tensor] = []
     loss_sum, seen = 0.0, 0
     start = time.perf_counter()
     for images, targets in _progress(loader, show_progress, "eval"):
@@ -135,11 +144,15 @@ def evaluate(
             logits = model(inputs)
         loss_sum += criterion(logits.float(), targets).item() * targets.shape[0]
         seen += targets.shape[0]
-        pairs = targets.cpu() * num_classes + logits.argmax(dim=1).cpu()
+        top1 = logits.argmax(dim=1).cpu()
+        if keep_predictions:
+            kept.append(top1)
+        pairs = targets.cpu() * num_classes + top1
         confusion += torch.bincount(pairs, minlength=num_classes * num_classes).view(num_classes, num_classes)
     seconds = time.perf_counter() - start
     flat = all_reduce_sum([loss_sum, float(seen), *confusion.flatten().tolist()], device)
     loss_sum, seen = flat[0], int(flat[1])
     confusion = torch.tensor(flat[2:], dtype=torch.int64).view(num_classes, num_classes)
     accuracy = confusion.diagonal().sum().item() / max(seen, 1)
-    return EvalStats(loss_sum / max(seen, 1), accuracy, seen, seconds, confusion)
+    predictions = torch.cat([torch.zeros(0, dtype=torch.int64), *kept]) if keep_predictions else None
+    return EvalStats(loss_sum / max(seen, 1), accuracy, seen, seconds, confusion, predictions)

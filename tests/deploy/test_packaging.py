@@ -58,6 +58,11 @@ def test_dev_tools_stay_out_of_the_runtime_dependencies(pyproject):
         assert not re.search(rf"(^|\s){re.escape(tool)}\b", runtime)
 
 
+def test_httpx_is_a_runtime_dependency(pyproject):
+    """``resnet-eval --via-server`` talks to the service over HTTP."""
+    assert any(d.startswith("httpx") for d in pyproject["project"]["dependencies"])
+
+
 def test_ruff_is_configured_and_clean(pyproject):
     assert {"E", "F", "I", "B", "UP"} <= set(pyproject["tool"]["ruff"]["lint"]["select"])
     ruff = shutil.which("ruff")
