@@ -1,4 +1,5 @@
-"""The service's exceptions: each carries its HTTP status, and becomes JSON ``{"detail": ...}``.
+"""The service's exceptions: each carries its HTTP status, and becomes JSON ``{"detail": ...}``
+(under ``/v2``, the Open Inference Protocol's ``{"error": ...}``).
 
 A detail is what the client sees, so it never carries an internal exception's text or a file path:
 those go to the log. An unexpected exception becomes ``internal_error_response()`` in
@@ -188,17 +189,23 @@ def _count_rejection(request: Request, reason: str) -> None:
         metrics.reject(reason)
 
 
+def _error_body(request: Request, detail: str) -> dict[str, str]:
+    """``{"detail": ...}``; on the v2 protocol's routes (``/v2...``), its ``{"error": ...}``."""
+    path: str = request.scope["path"]
+    return {"error": detail} if path == "/v2" or path.startswith("/v2/") else {"detail": detail}
+
+
 async def _serve_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServeError)
     if exc.reason is not None:
         _count_rejection(request, exc.reason)
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
+    return JSONResponse(_error_body(request, exc.detail), status_code=exc.status, headers=exc.headers)
 
 
 async def _inference_failed(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, InferenceFailed)
     log.error("inference failed: %s", exc.detail, extra={"request_id": request_log.current().request_id})
-    return JSONResponse({"detail": InferenceFailed.PUBLIC_DETAIL}, status_code=exc.status)
+    return JSONResponse(_error_body(request, InferenceFailed.PUBLIC_DETAIL), status_code=exc.status)
 
 
 #: Status recorded (metrics, access log) when the client hung up before its request was read; nginx's 499.

@@ -29,7 +29,7 @@ from app.metrics import Metrics
 from app.middleware import RequestContextMiddleware
 from app.model_control import ModelControl
 from app.registry import ModelRegistry, StartupError
-from app.routes import models, ops, page, predict
+from app.routes import models, ops, page, predict, v2
 from app.routes.predict import ServingRoute
 from app.settings import Settings
 from app.weights_watch import WeightsWatcher
@@ -122,6 +122,7 @@ def create_app(
     app.include_router(models.control_router)
     app.include_router(ops.router)
     app.include_router(page.router)
+    app.include_router(v2.router)
     serving_routes = [route for route in predict.router.routes if isinstance(route, ServingRoute)]
     app.add_middleware(FastPathMiddleware, routes=serving_routes, exception_handlers=app.exception_handlers)
     if settings.cors_origins:

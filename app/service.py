@@ -12,6 +12,9 @@ calls ``classify(images, top_k, deadline, lease)`` with its images' bytes:
     reserve a queue slot per image (503 when there are not enough)
     bytes --decode/resize (inline when tiny, else a worker thread)--> uint8 tensor; bytes released
           --batcher (queue, batch, forward thread)--> top-k predictions
+
+``classify_pixels`` takes images already decoded to the model's input (the v2 protocol's tensors) straight
+to the queue slots and the batcher.
 """
 
 from __future__ import annotations
@@ -20,12 +23,12 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from torch import Tensor
 
@@ -46,6 +49,8 @@ from models import GoldenSet, read_golden
 
 __all__ = ["ModelService", "ModelState", "Predictions", "file_version"]
 
+T = TypeVar("T")
+
 log = logging.getLogger("app.service")
 
 #: Largest upload the event loop decodes itself (a tiny image of any format fits; see ``_preprocess``).
@@ -63,6 +68,16 @@ class ModelState(StrEnum):
     DRAINING = "draining"
     STOPPED = "stopped"
     FAILED = "failed"
+
+
+async def _all(jobs: Iterable[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run ``jobs`` concurrently, results in order; the first that fails fails all and cancels the rest."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(job) for job in jobs]
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [task.result() for task in tasks]
 
 
 def file_version(path: Path) -> str:
@@ -239,24 +254,32 @@ class ModelService:
         ``PixelBudget`` (413 beyond ``--max-request-pixels``). The first image that fails fails the request
         and cancels the rest.
         """
-        batcher, metrics = self._batcher, self._metrics
-        if batcher is None or metrics is None or self.state not in (ModelState.READY, ModelState.DRAINING):
-            raise NotReady(f"model {self.name!r} is {self.state}")
+        batcher = self._serving_batcher()
         budget = PixelBudget(self._settings.max_request_pixels)
         uploads = images[:]
         images.clear()
         with batcher.reserve(len(uploads)) as slots:
             if len(uploads) == 1:
                 return [await self._classify_one(uploads.pop(), top_k, deadline, lease, budget, slots)]
-            try:
-                async with asyncio.TaskGroup() as group:
-                    jobs = [
-                        group.create_task(self._classify_one(uploads.pop(0), top_k, deadline, lease, budget, slots))
-                        for _ in range(len(uploads))
-                    ]
-            except BaseExceptionGroup as failed:
-                raise failed.exceptions[0] from None
-            return [job.result() for job in jobs]
+            return await _all(
+                self._classify_one(uploads.pop(0), top_k, deadline, lease, budget, slots) for _ in range(len(uploads))
+            )
+
+    async def classify_pixels(self, images: list[Tensor], top_k: int, deadline: float) -> list[Predictions]:
+        """``classify`` for images already at the model's input: uint8 (C, H, W) tensors, no decoding.
+
+        The caller checks their shape (``app.v2_protocol``). Queue slots are reserved as ``classify`` does.
+        """
+        batcher = self._serving_batcher()
+        with batcher.reserve(len(images)) as slots:
+            return await _all(batcher.submit((image, top_k), deadline=deadline, slots=slots) for image in images)
+
+    def _serving_batcher(self) -> Batcher[tuple[Tensor, int], Predictions]:
+        """The batcher, while the service takes work (ready, or draining what it admitted); else 503."""
+        batcher = self._batcher
+        if batcher is None or self._metrics is None or self.state not in (ModelState.READY, ModelState.DRAINING):
+            raise NotReady(f"model {self.name!r} is {self.state}")
+        return batcher
 
     async def _classify_one(
         self,

@@ -214,6 +214,25 @@ def test_a_batch_reserves_a_queue_slot_for_every_image_or_is_refused_whole(weigh
     asyncio.run(main())
 
 
+def test_pixel_tensors_skip_decoding_and_answer_as_their_encoded_image(weights: Path, executors: Executors) -> None:
+    async def main() -> None:
+        async with serving(weights, executors, max_queue=3) as service:
+            assert service.engine is not None
+            image = png((28, 28))
+            tensor = service.engine.preprocess(image)
+            [decoded] = await service.classify([image], 10, time.monotonic() + 10)
+            record = request_log.begin()
+            [direct, again] = await service.classify_pixels([tensor, tensor], 10, time.monotonic() + 10)
+            for answer in (direct, again):  # batches of 2, not 1: the same up to float rounding
+                assert [p["index"] for p in answer] == [p["index"] for p in decoded]
+                assert [p["score"] for p in answer] == pytest.approx([p["score"] for p in decoded], abs=1e-6)
+            assert record.images == 0 and record.batch_sizes  # no decode; batched
+            with pytest.raises(Overloaded):  # queue slots reserved for every tensor, as for encoded images
+                await service.classify_pixels([tensor] * 4, 1, time.monotonic() + 10)
+
+    asyncio.run(main())
+
+
 def test_bytes_go_back_to_the_budget_once_decoded_and_a_failed_image_cancels_its_batch_mates(
     weights: Path, executors: Executors
 ) -> None:
