@@ -5,6 +5,7 @@ Any test imports them as ``from factories import make_metadata, write_checkpoint
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -27,7 +28,15 @@ from models import (
     save_checkpoint,
 )
 
-__all__ = ["make_metadata", "running_app", "write_checkpoint", "write_perturbed", "write_version"]
+__all__ = [
+    "make_metadata",
+    "running_app",
+    "write_checkpoint",
+    "replace_file",
+    "write_perturbed",
+    "write_version",
+    "write_versions",
+]
 
 
 def make_metadata(
@@ -106,3 +115,21 @@ def write_perturbed(source: Path, path: Path, scale: float = 0.5, seed: int = 0)
             noise = torch.randn(parameter.shape, generator=generator) * parameter.std().nan_to_num(0.1) * scale
             parameter.add_(noise)
     return save_checkpoint(model, path, metadata, golden=read_golden(source))
+
+
+def write_versions(source: Path, directory: Path) -> dict[str, Path]:
+    """``a`` (a copy of ``source``), ``b`` (the same answers, another version) and ``bad`` (perturbed weights)."""
+    a = directory / "a.safetensors"
+    shutil.copy(source, a)
+    return {
+        "a": a,
+        "b": write_version(a, directory / "b.safetensors", "retrained"),
+        "bad": write_perturbed(a, directory / "bad.safetensors"),
+    }
+
+
+def replace_file(source: Path, target: Path) -> None:
+    """Copy ``source`` over ``target`` atomically (a temporary name, then a rename), as operators should."""
+    temporary = target.with_name(f".{target.name}.tmp")
+    shutil.copy(source, temporary)
+    temporary.replace(target)

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from factories import running_app, write_perturbed, write_version
+from factories import replace_file, running_app, write_versions
 
 from app.main import create_app
 from app.model_control import ModelControl
@@ -33,15 +33,7 @@ NAME = "fmnist"
 
 @pytest.fixture(scope="module")
 def versions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """``a`` (the shipped file), ``b`` (same answers, another version), ``bad`` (perturbed weights)."""
-    directory = tmp_path_factory.mktemp("versions")
-    a = directory / "a.safetensors"
-    shutil.copy(SHIPPED, a)
-    return {
-        "a": a,
-        "b": write_version(a, directory / "b.safetensors", "re-exported"),
-        "bad": write_perturbed(a, directory / "bad.safetensors"),
-    }
+    return write_versions(SHIPPED, tmp_path_factory.mktemp("versions"))
 
 
 @pytest.fixture
@@ -50,13 +42,6 @@ def weights(tmp_path: Path, versions: dict[str, Path]) -> Path:
     directory.mkdir()
     shutil.copy(versions["a"], directory / f"{NAME}.safetensors")
     return directory
-
-
-def replace_file(source: Path, target: Path) -> None:
-    """Copy ``source`` over ``target`` atomically (a temporary file, then a rename), as an operator should."""
-    temporary = target.with_name(f".{target.name}.tmp")
-    shutil.copy(source, temporary)
-    temporary.replace(target)
 
 
 def golden_png() -> bytes:

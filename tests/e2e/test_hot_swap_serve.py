@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from factories import write_perturbed, write_version
+from factories import replace_file, write_versions
 from serve_helpers import ServerProcess, metric_total, wait_until
 
 from app.service import file_version
@@ -29,14 +29,7 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 
 @pytest.fixture(scope="module")
 def versions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    directory = tmp_path_factory.mktemp("versions")
-    a = directory / "a.safetensors"
-    shutil.copy(SHIPPED, a)
-    return {
-        "a": a,
-        "b": write_version(a, directory / "b.safetensors", "retrained"),
-        "bad": write_perturbed(a, directory / "bad.safetensors"),
-    }
+    return write_versions(SHIPPED, tmp_path_factory.mktemp("versions"))
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +37,6 @@ def images() -> list[bytes]:
     golden = read_golden(SHIPPED)
     assert golden is not None
     return golden.images[:16]
-
-
-def replace_file(source: Path, target: Path) -> None:
-    """Copy ``source`` over ``target`` atomically, as docs/serving.md tells operators to."""
-    temporary = target.with_name(f".{target.name}.tmp")
-    shutil.copy(source, temporary)
-    temporary.replace(target)
 
 
 @dataclass(frozen=True)
