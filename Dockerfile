@@ -21,6 +21,10 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && python3 -m venv /opt/uv \
     && /opt/uv/bin/pip install --no-cache-dir "uv==${UV_VERSION}"
+# uv's cache is a build cache mount; a build that has a synced cache at hand (CI: the host's, for the same
+# uv.lock) mounts it and points uv to it, and downloads nothing:
+#   podman build --volume "$(uv cache dir)":/uv-cache --build-arg UV_CACHE_DIR=/uv-cache ...
+ARG UV_CACHE_DIR=/root/.cache/uv
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
     UV_PYTHON=/usr/bin/python3 \
