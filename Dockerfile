@@ -30,10 +30,12 @@ ENV UV_COMPILE_BYTECODE=1 \
     UV_PYTHON=/usr/bin/python3 \
     UV_PYTHON_DOWNLOADS=never
 WORKDIR /app
-# Dependencies first: this layer is reused until uv.lock changes.
+# Dependencies first: this layer is reused until uv.lock changes. The packages' own test suites and
+# static libraries (triton's CUPTI, CUDA's) are never used at run time: 0.2 GB less in the image.
 COPY pyproject.toml uv.lock README.md ./
 RUN --mount=type=cache,target=/root/.cache/uv \
-    /opt/uv/bin/uv sync --locked --no-dev --no-install-project
+    /opt/uv/bin/uv sync --locked --no-dev --no-install-project \
+    && find .venv \( -type d -name tests -o -type f -name '*.a' \) -prune -exec rm -rf {} +
 COPY models/ models/
 COPY training/ training/
 COPY app/ app/
@@ -52,6 +54,7 @@ RUN /app/.venv/bin/resnet-optimize --device cpu weights/*.safetensors
 FROM ${CUDA_IMAGE} AS runtime
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 \
+    && apt-get clean \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 10001 --user-group resnet \
     && useradd --no-create-home --uid 10002 --user-group trainer \
