@@ -111,4 +111,5 @@ def test_ci_run_installs_system_packages_then_fails_exactly_when_the_tests_do(fa
     apt = apt_log.read_text().splitlines()
     assert apt[0].startswith("update")
     assert "install" in apt[1] and "dataset-fashion-mnist" in apt[1].split() and "wrk" in apt[1].split()
+    assert {"podman", "runc", "debootstrap"} <= set(apt[1].split()), "the image test's tools (test_image.py)"
     assert (tmp_path / "uv.log").read_text().split()[:3] == ["run", "--locked", "pytest"]
