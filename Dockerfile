@@ -32,10 +32,12 @@ ENV UV_COMPILE_BYTECODE=1 \
 WORKDIR /app
 # Dependencies first: this layer is reused until uv.lock changes. The packages' own test suites and
 # static libraries (triton's CUPTI, CUDA's) are never used at run time: 0.2 GB less in the image.
-COPY pyproject.toml uv.lock README.md ./
+COPY pyproject.toml uv.lock ./
 RUN --mount=type=cache,target=/root/.cache/uv \
     /opt/uv/bin/uv sync --locked --no-dev --no-install-project \
     && find .venv \( -type d -name tests -o -type f -name '*.a' \) -prune -exec rm -rf {} +
+# The README is the package's long description: an edit to it rebuilds from here, not the dependencies.
+COPY README.md ./
 COPY models/ models/
 COPY training/ training/
 COPY app/ app/
