@@ -112,4 +112,5 @@ def test_ci_run_installs_system_packages_then_fails_exactly_when_the_tests_do(fa
     assert apt[0].startswith("update")
     assert "install" in apt[1]
     assert {"dataset-fashion-mnist", "wrk", "chromium", "chromium-driver"} <= set(apt[1].split())
+    assert {"podman", "runc", "debootstrap"} <= set(apt[1].split()), "the image test's tools (test_image.py)"
     assert (tmp_path / "uv.log").read_text().split()[:3] == ["run", "--locked", "pytest"]
