@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import shutil
 import statistics
 import time
@@ -31,6 +30,7 @@ from typing import Any
 
 import httpx
 
+from bench.report import write_json_and_markdown
 from bench.servers import ServerOptions, serve
 from bench.workloads import WORKLOADS, Workload, prepare_workload
 from models import load_checkpoint, read_golden, save_checkpoint
@@ -195,9 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     workload = prepare_workload(args.workload, args.work_dir)
     result = asyncio.run(_run(workload, args))
     stem = args.output_dir / f"{date.today().isoformat()}-hot-swap-{args.workload}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    stem.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    write_json_and_markdown(result, stem, markdown(result))
     return 0
 
 

@@ -14,7 +14,6 @@ eager ceiling again. Ratios use the mean of the two eager ceilings around the se
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -31,6 +30,7 @@ from app.optimize_cli import format_report
 from app.service import file_version
 from bench import loadgen
 from bench.ceiling import measure_ceiling
+from bench.report import write_json_and_markdown
 from bench.runner import RunConfig, machine_info
 from bench.servers import ServerOptions, serve
 from bench.workloads import WORKLOADS, Workload, prepare_workload
@@ -152,9 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         "served": served,
     }
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.with_suffix(".json").write_text(json.dumps(results, indent=1))
-    output.with_suffix(".md").write_text(_markdown(results))
-    print(_markdown(results))
+    write_json_and_markdown(results, output, _markdown(results))
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Results -> files: ``<date>-<host>.json``, a Markdown table (``.md``) and PNG plots per workload.
+"""Results -> files: ``<date>-<host>.json``, a Markdown table (``.md``) and PNG plots per workload; for the other
+benchmarks, ``write_json_and_markdown``.
 
 Also evaluates the goals issue 6 sets (reported, never asserted): the figures are drift-corrected,
 i.e. divided by the in-process probe of the same minutes.
@@ -16,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-__all__ = ["DISTURBED_CORES", "floor_ratio", "goals", "markdown", "plot", "write_results"]
+__all__ = ["DISTURBED_CORES", "floor_ratio", "goals", "markdown", "plot", "write_json_and_markdown", "write_results"]
 
 #: A point during which other processes used more than this many cores is marked disturbed.
 DISTURBED_CORES = 0.25
@@ -266,3 +267,10 @@ def write_results(results: dict[str, Any], output_dir: Path) -> dict[str, Path]:
     paths["json"].write_text(json.dumps(results, indent=2) + "\n")
     paths["md"].write_text(markdown(results, plots))
     return paths
+
+
+def write_json_and_markdown(results: dict[str, Any], stem: Path, text: str) -> None:
+    """``results`` as ``<stem>.json`` and the Markdown ``text`` as ``<stem>.md``, then ``text`` printed."""
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    stem.with_suffix(".md").write_text(text)
+    print(text)

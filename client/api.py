@@ -140,6 +140,12 @@ class _Base:
             return self._delay(attempt, parse_retry_after(outcome.headers.get("retry-after")))
         return None
 
+    def _final(self, outcome: httpx.Response | Exception) -> httpx.Response:
+        """The answer to return once no retry is left: the response, or the transport error raised."""
+        if isinstance(outcome, Exception):
+            raise self._transport_error(outcome) from outcome
+        return outcome
+
     def _transport_error(self, exc: Exception) -> TransportError:
         if isinstance(exc, _CONNECT_ERRORS):
             return Unreachable(f"cannot connect to {self.base_url}: {exc or type(exc).__name__}")
@@ -178,9 +184,7 @@ class ResNetClient(_Base):
                 outcome = exc
             delay = self._next_delay(attempt, outcome, retry_503)
             if delay is None:
-                if isinstance(outcome, Exception):
-                    raise self._transport_error(outcome) from outcome
-                return outcome
+                return self._final(outcome)
             time.sleep(delay)
 
     def predict(self, image: ImageInput, model: str | None = None, top_k: int = 5) -> PredictResult:
@@ -244,9 +248,7 @@ class AsyncResNetClient(_Base):
                 outcome = exc
             delay = self._next_delay(attempt, outcome, retry_503)
             if delay is None:
-                if isinstance(outcome, Exception):
-                    raise self._transport_error(outcome) from outcome
-                return outcome
+                return self._final(outcome)
             await asyncio.sleep(delay)
 
     async def predict(self, image: ImageInput, model: str | None = None, top_k: int = 5) -> PredictResult:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from serve_helpers import ServerProcess, train_checkpoint
+from serve_helpers import SHIPPED, SHIPPED_KEY, ServerProcess, train_checkpoint
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +43,13 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def shipped_server(start_server, tmp_path_factory: pytest.TempPathFactory) -> ServerProcess:
+    """A ready server of the shipped model alone, behind ``SHIPPED_KEY``; one per test module."""
+    weights = tmp_path_factory.mktemp("shipped")
+    (weights / SHIPPED.name).write_bytes(SHIPPED.read_bytes())
+    srv = start_server(["--weights-dir", str(weights), "--api-key", SHIPPED_KEY, "--torch-threads", "1"])
+    srv.wait_ready()
+    return srv

@@ -21,6 +21,9 @@ import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
+#: The shipped Fashion-MNIST ResNet-20, and the API key of the ``shipped_server`` fixture (tests/e2e/conftest.py).
+SHIPPED = REPO / "weights" / "resnet20-fashion-mnist.safetensors"
+SHIPPED_KEY = "secret"
 
 T = TypeVar("T")
 

@@ -17,22 +17,10 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from serve_helpers import REPO, ServerProcess, free_port
+from serve_helpers import REPO, SHIPPED_KEY, ServerProcess, free_port
 
 from client import AsyncResNetClient, PredictResult, ResNetClient
 from client.cli import main
-
-SHIPPED = REPO / "weights" / "resnet20-fashion-mnist.safetensors"
-KEY = "secret"
-
-
-@pytest.fixture(scope="module")
-def server(start_server, tmp_path_factory: pytest.TempPathFactory) -> ServerProcess:
-    weights = tmp_path_factory.mktemp("shipped")
-    (weights / SHIPPED.name).write_bytes(SHIPPED.read_bytes())
-    srv = start_server(["--weights-dir", str(weights), "--api-key", KEY, "--torch-threads", "1"])
-    srv.wait_ready()
-    return srv
 
 
 def png(seed: int) -> bytes:
@@ -63,7 +51,7 @@ def plain_predict(server: ServerProcess, path: Path, top_k: int = 5) -> dict:
         f"{server.url}/predict",
         params={"top_k": top_k},
         files={"file": (path.name, path.read_bytes(), "image/png")},
-        headers={"Authorization": f"Bearer {KEY}"},
+        headers={"Authorization": f"Bearer {SHIPPED_KEY}"},
         timeout=30,
     )
     assert response.status_code == 200, response.text
@@ -78,33 +66,36 @@ def same_answer(result: PredictResult, expected: dict) -> None:
     assert [p.score for p in result.predictions] == pytest.approx([p["score"] for p in expected["predictions"]])
 
 
-def test_sync_client_answers_as_plain_predict(server: ServerProcess, images: list[Path]) -> None:
-    with ResNetClient(server.url, api_key=KEY) as api:
+def test_sync_client_answers_as_plain_predict(shipped_server: ServerProcess, images: list[Path]) -> None:
+    with ResNetClient(shipped_server.url, api_key=SHIPPED_KEY) as api:
         for path in images[:3]:
-            expected = plain_predict(server, path, top_k=3)
+            expected = plain_predict(shipped_server, path, top_k=3)
             same_answer(api.predict(path, top_k=3), expected)
             same_answer(api.predict(path.read_bytes(), model="resnet20-fashion-mnist", top_k=3), expected)
         batch = api.predict_batch(images[:3], top_k=3)
         for path, result in zip(images[:3], batch, strict=True):
-            assert result.top.index == plain_predict(server, path)["predictions"][0]["index"]
+            assert result.top.index == plain_predict(shipped_server, path)["predictions"][0]["index"]
         models = api.models()
         assert models.default == "resnet20-fashion-mnist" and models.models[0].labels[0] == "T-shirt/top"
         assert api.model("resnet20-fashion-mnist").state == "ready"
         assert api.health() and api.ready().ready
 
 
-def test_async_client_answers_as_plain_predict(server: ServerProcess, images: list[Path]) -> None:
+def test_async_client_answers_as_plain_predict(shipped_server: ServerProcess, images: list[Path]) -> None:
     async def run() -> list[PredictResult]:
-        async with AsyncResNetClient(server.url, api_key=KEY) as api:
+        async with AsyncResNetClient(shipped_server.url, api_key=SHIPPED_KEY) as api:
             return await asyncio.gather(*(api.predict(path) for path in images[:4]))
 
     for path, result in zip(images[:4], asyncio.run(run()), strict=True):
-        same_answer(result, plain_predict(server, path))
+        same_answer(result, plain_predict(shipped_server, path))
 
 
-def test_cli_json_gives_one_line_per_image_in_input_order(server: ServerProcess, images: list[Path], capsys) -> None:
+def test_cli_json_gives_one_line_per_image_in_input_order(
+    shipped_server: ServerProcess, images: list[Path], capsys
+) -> None:
     directory = images[0].parent
-    argv = [str(directory), "--url", server.url, "--api-key", KEY, "--json", "--top-k", "3", "--concurrency", "4"]
+    argv = [str(directory), "--url", shipped_server.url, "--api-key", SHIPPED_KEY, "--json", "--top-k", "3"]
+    argv += ["--concurrency", "4"]
     assert main(argv) == 0
     out, err = capsys.readouterr()
     assert err == ""
@@ -114,34 +105,34 @@ def test_cli_json_gives_one_line_per_image_in_input_order(server: ServerProcess,
         assert set(line) in ({"file", "model", "predictions"}, {"file", "model", "version", "predictions"})
         assert len(line["predictions"]) == 3 and set(line["predictions"][0]) == {"label", "index", "score"}
     for line, path in list(zip(lines, images, strict=True))[::7]:
-        assert line["predictions"][0]["index"] == plain_predict(server, path)["predictions"][0]["index"]
+        assert line["predictions"][0]["index"] == plain_predict(shipped_server, path)["predictions"][0]["index"]
 
 
-def test_cli_table_prints_a_row_per_file(server: ServerProcess, images: list[Path], capsys) -> None:
+def test_cli_table_prints_a_row_per_file(shipped_server: ServerProcess, images: list[Path], capsys) -> None:
     chosen = [images[5], images[1], images[2]]
-    assert main([*map(str, chosen), "--url", server.url, "--api-key", KEY, "--top-k", "2"]) == 0
+    assert main([*map(str, chosen), "--url", shipped_server.url, "--api-key", SHIPPED_KEY, "--top-k", "2"]) == 0
     rows = capsys.readouterr().out.splitlines()
     assert len(rows) == 3
     for row, path in zip(rows, chosen, strict=True):
-        top = plain_predict(server, path)["predictions"][0]
+        top = plain_predict(shipped_server, path)["predictions"][0]
         assert row.startswith(str(path)) and f"{top['label']} " in row
 
 
 def test_a_corrupt_image_fails_alone_with_one_line(
-    server: ServerProcess, images: list[Path], tmp_path: Path, capsys
+    shipped_server: ServerProcess, images: list[Path], tmp_path: Path, capsys
 ) -> None:
     for path in images[:3]:
         (tmp_path / path.name).write_bytes(path.read_bytes())
     corrupt = tmp_path / "01b-corrupt.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    assert main([str(tmp_path), "--url", server.url, "--api-key", KEY, "--json"]) == 1
+    assert main([str(tmp_path), "--url", shipped_server.url, "--api-key", SHIPPED_KEY, "--json"]) == 1
     out, err = capsys.readouterr()
     assert len(out.splitlines()) == 3 and str(corrupt) not in out
     assert err.count("\n") == 1 and err.startswith(f"resnet-predict: error: {corrupt}: 400 ")
 
 
-def test_a_wrong_api_key_gives_the_401_detail(server: ServerProcess, images: list[Path], capsys) -> None:
-    assert main([str(images[0]), str(images[1]), "--url", server.url, "--api-key", "wrong"]) == 1
+def test_a_wrong_api_key_gives_the_401_detail(shipped_server: ServerProcess, images: list[Path], capsys) -> None:
+    assert main([str(images[0]), str(images[1]), "--url", shipped_server.url, "--api-key", "wrong"]) == 1
     out, err = capsys.readouterr()
     assert out == ""
     assert err == "resnet-predict: error: 401 missing or invalid API key (Authorization: Bearer ...)\n"

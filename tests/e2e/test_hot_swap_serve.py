@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,18 @@ def images() -> list[bytes]:
     golden = read_golden(SHIPPED)
     assert golden is not None
     return golden.images[:16]
+
+
+def serve_version(
+    start_server: Callable[[list[str]], ServerProcess], tmp_path: Path, version: Path, *args: str
+) -> tuple[ServerProcess, Path]:
+    """A ready server started with ``args``, its weights directory holding ``version`` as ``NAME``; both returned."""
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    shutil.copy(version, weights / f"{NAME}.safetensors")
+    server = start_server(["--weights-dir", str(weights), *args])
+    server.wait_ready()
+    return server, weights
 
 
 @dataclass(frozen=True)
@@ -90,13 +103,8 @@ class Load:
 def test_hot_swap_under_load_refusal_and_rollback_fail_no_request(
     start_server, tmp_path: Path, versions: dict[str, Path], images: list[bytes]
 ) -> None:
-    weights = tmp_path / "weights"
-    weights.mkdir()
-    shutil.copy(versions["a"], weights / f"{NAME}.safetensors")
-    server: ServerProcess = start_server(
-        ["--weights-dir", str(weights), "--model-control", "--api-key", KEY, "--max-batch-size", "8"]
-    )
-    server.wait_ready()
+    args = ["--model-control", "--api-key", KEY, "--max-batch-size", "8"]
+    server, weights = serve_version(start_server, tmp_path, versions["a"], *args)
     a, b, bad = (file_version(versions[k]) for k in ("a", "b", "bad"))
 
     def control(action: str) -> httpx.Response:
@@ -151,12 +159,8 @@ def test_hot_swap_under_load_refusal_and_rollback_fail_no_request(
 def test_watch_weights_follows_files_appearing_changing_and_disappearing(
     start_server, tmp_path: Path, versions: dict[str, Path], images: list[bytes]
 ) -> None:
-    weights = tmp_path / "weights"
-    weights.mkdir()
-    shutil.copy(versions["a"], weights / f"{NAME}.safetensors")
-    args = ["--weights-dir", str(weights), "--watch-weights", "--watch-debounce-s", "0.5", "--default-model", NAME]
-    server: ServerProcess = start_server([*args, "--max-batch-size", "4"])
-    server.wait_ready()
+    args = ["--watch-weights", "--watch-debounce-s", "0.5", "--default-model", NAME, "--max-batch-size", "4"]
+    server, weights = serve_version(start_server, tmp_path, versions["a"], *args)
     a, b = file_version(versions["a"]), file_version(versions["b"])
 
     def row(name: str) -> dict | None:

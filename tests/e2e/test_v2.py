@@ -16,14 +16,12 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 from PIL import Image
-from serve_helpers import REPO, ServerProcess, metric_total
+from serve_helpers import SHIPPED, SHIPPED_KEY, ServerProcess, metric_total
 from tritonclient.utils import InferenceServerException
 
 from models import read_golden
 
-SHIPPED = REPO / "weights" / "resnet20-fashion-mnist.safetensors"
 MODEL = SHIPPED.stem
-KEY = "secret"
 IMAGES = read_golden(SHIPPED)  # PNGs of real Fashion-MNIST images, and their classes
 CLASSES = 10
 INFER_ROUTE = "/v2/models/{model_name}/infer"
@@ -31,30 +29,21 @@ INFER_ROUTE = "/v2/models/{model_name}/infer"
 
 def auth() -> dict[str, str]:
     """The API key header: a fresh dict per call (tritonclient adds its own headers to the dict it is given)."""
-    return {"Authorization": f"Bearer {KEY}"}
+    return {"Authorization": f"Bearer {SHIPPED_KEY}"}
 
 
 @pytest.fixture(scope="module")
-def server(start_server, tmp_path_factory: pytest.TempPathFactory) -> ServerProcess:
-    weights = tmp_path_factory.mktemp("shipped")
-    (weights / SHIPPED.name).write_bytes(SHIPPED.read_bytes())
-    srv = start_server(["--weights-dir", str(weights), "--api-key", KEY, "--torch-threads", "1"])
-    srv.wait_ready()
-    return srv
+def client(shipped_server: ServerProcess) -> triton.InferenceServerClient:
+    return triton.InferenceServerClient(shipped_server.url.removeprefix("http://"), network_timeout=60)
 
 
 @pytest.fixture(scope="module")
-def client(server: ServerProcess) -> triton.InferenceServerClient:
-    return triton.InferenceServerClient(server.url.removeprefix("http://"), network_timeout=60)
-
-
-@pytest.fixture(scope="module")
-def expected(server: ServerProcess) -> list[dict]:
+def expected(shipped_server: ServerProcess) -> list[dict]:
     """``POST /predict``'s answer (every class) for the first 6 golden images."""
     answers = []
     for data in IMAGES.images[:6]:
         response = httpx.post(
-            f"{server.url}/predict",
+            f"{shipped_server.url}/predict",
             params={"top_k": CLASSES},
             files={"file": ("image.png", data, "image/png")},
             headers=auth(),
@@ -90,10 +79,12 @@ def pixels(images: list[bytes]) -> np.ndarray:
     return np.stack([np.asarray(Image.open(io.BytesIO(data)).convert("L"))[None] for data in images])
 
 
-def test_health_needs_no_key_and_the_rest_does(server: ServerProcess, client: triton.InferenceServerClient) -> None:
+def test_health_needs_no_key_and_the_rest_does(
+    shipped_server: ServerProcess, client: triton.InferenceServerClient
+) -> None:
     assert client.is_server_live()
     assert client.is_server_ready()
-    response = httpx.get(f"{server.url}/v2/models/{MODEL}", timeout=10)
+    response = httpx.get(f"{shipped_server.url}/v2/models/{MODEL}", timeout=10)
     assert response.status_code == 401
     assert response.json() == {"error": "missing or invalid API key (Authorization: Bearer ...)"}
     with pytest.raises(InferenceServerException) as failed:
@@ -220,9 +211,9 @@ def test_errors_have_the_native_statuses_and_the_v2_shape(client: triton.Inferen
     assert failure(lambda: client.infer(MODEL, image, outputs=wrong_output, headers=auth())).status() == "400"
 
 
-def test_plain_json_and_the_binary_extension_on_the_wire(server: ServerProcess, expected: list[dict]) -> None:
+def test_plain_json_and_the_binary_extension_on_the_wire(shipped_server: ServerProcess, expected: list[dict]) -> None:
     """What the README shows with curl, and the binary response's framing."""
-    url = f"{server.url}/v2/models/{MODEL}/infer"
+    url = f"{shipped_server.url}/v2/models/{MODEL}/infer"
     image = base64.b64encode(IMAGES.images[0]).decode()
     body = {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [image]}]}
     response = httpx.post(url, json=body, headers=auth(), timeout=30)
@@ -241,9 +232,11 @@ def test_plain_json_and_the_binary_extension_on_the_wire(server: ServerProcess, 
     np.testing.assert_allclose(np.frombuffer(raw, dtype="<f4"), probabilities(expected[0]), atol=1e-5)
 
 
-def test_v2_requests_and_images_are_counted(server: ServerProcess, client: triton.InferenceServerClient) -> None:
+def test_v2_requests_and_images_are_counted(
+    shipped_server: ServerProcess, client: triton.InferenceServerClient
+) -> None:
     def counts() -> tuple[float, ...]:
-        text = server.get("/metrics").text
+        text = shipped_server.get("/metrics").text
         return (
             metric_total(text, "resnet_serve_requests_total", route=INFER_ROUTE, status="200"),
             metric_total(text, "resnet_serve_requests_total", route=INFER_ROUTE, status="400"),
