@@ -1,13 +1,15 @@
 """The web page (``GET /``) in a real headless Chromium against real ``resnet-serve`` processes.
 
 Selenium drives Debian's ``chromium`` through its ``chromedriver`` (nothing is downloaded); without them the
-browser tests skip with the reason. The page shows what ``POST /predict`` answers for the same image, the
+browser tests skip with the reason. The page shows what ``POST /predict`` answers for the same image (chosen,
+dropped or pasted), the
 service's own error text, and works behind ``--api-key`` once the key is typed in. With
 ``RESNET_SERVE_UPDATE_SCREENSHOT=1`` the screenshot of a result also replaces ``docs/web-page.png``.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
@@ -193,3 +195,43 @@ def test_behind_an_api_key_the_page_asks_for_it_and_then_classifies(
     assert "API key" in wait(browser, error_text, "the request for a key")
     upload(browser, image)
     wait(browser, lambda d: error_text(d).startswith("401: "), "the 401")
+
+
+DROP_OR_PASTE_JS = """
+const [how, b64, name] = arguments;
+const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+const transfer = new DataTransfer();
+transfer.items.add(new File([bytes], name, {type: "image/png"}));
+if (how === "drop") {
+  document.getElementById("drop").dispatchEvent(
+    new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true}));
+} else {
+  document.dispatchEvent(new ClipboardEvent("paste", {clipboardData: transfer, bubbles: true, cancelable: true}));
+}
+"""
+
+
+def test_a_dropped_and_a_pasted_image_are_classified(servers: dict[str, ServerProcess], browser) -> None:
+    """The browser's own drop and paste events, carrying a real file, as a drag from the desktop or Ctrl+V would."""
+    server = servers["open"]
+    golden = read_golden(SHIPPED)
+    assert golden is not None
+    answers = [
+        httpx.post(f"{server.url}/predict", files={"file": ("x.png", golden.images[i])}).json()["predictions"]
+        for i in range(32)
+    ]
+    # Two images whose top-5 labels differ, so the second result cannot be the first one left on the page.
+    first = 0
+    second = next(i for i, a in enumerate(answers) if [p["label"] for p in a] != [p["label"] for p in answers[0]])
+    open_page(browser, server)
+    wait(browser, lambda d: by_id(d, "model").get_attribute("data-loaded") == "true", "the model list")
+    for how, index in (("drop", first), ("paste", second)):
+        labels = [p["label"] for p in answers[index]]
+        payload = base64.b64encode(golden.images[index]).decode()
+        browser.execute_script(DROP_OR_PASTE_JS, how, payload, f"{how}.png")
+        wait(
+            browser,
+            lambda d, labels=labels: [label for label, _ in rendered(d)] == labels,
+            f"the labels after the {how}",
+        )
+        assert error_text(browser) == ""
