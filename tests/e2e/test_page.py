@@ -2,8 +2,7 @@
 
 Selenium drives Debian's ``chromium`` through its ``chromedriver`` (nothing is downloaded); without them the
 browser tests skip with the reason. The page shows what ``POST /predict`` answers for the same image (chosen,
-dropped or pasted), the
-service's own error text, and works behind ``--api-key`` once the key is typed in. With
+dropped or pasted), the service's own error text, and works behind ``--api-key`` once the key is typed in. With
 ``RESNET_SERVE_UPDATE_SCREENSHOT=1`` the screenshot of a result also replaces ``docs/web-page.png``.
 """
 
