@@ -110,7 +110,8 @@ async def check_candidate(service: ModelService, *, min_agreement: float, run_fo
     # No more in flight than a batch or two: the check must never fill the candidate's queue (503).
     slots = asyncio.Semaphore(max(1, min(2 * engine.batch_cap, service.max_queue)))
     deadline = time.monotonic() + CHECK_TIMEOUT_S
-    answers = await asyncio.gather(*(_classify_golden(service, image, deadline, slots) for image in golden.images))
+    with service.uncounted():  # the check's images are not traffic: left out of images_total and the histograms
+        answers = await asyncio.gather(*(_classify_golden(service, image, deadline, slots) for image in golden.images))
     expected = golden.probs.argmax(dim=1).tolist()
     agreeing = sum(1 for got, want in zip(answers, expected, strict=True) if got == want)
     total = len(expected)

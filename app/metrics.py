@@ -185,23 +185,33 @@ class ModelMetrics:
     def __init__(self, metrics: Metrics, model: str) -> None:
         self._metrics = metrics
         self.model = model
-        self.preprocess = metrics.preprocess.labels(model)
+        self._preprocess = metrics.preprocess.labels(model)
         self._batch_size = metrics.batch_size.labels(model)
         self._queue_wait = metrics.queue_wait.labels(model)
         self._inference = metrics.inference.labels(model)
         self._images = metrics.images.labels(model)
         self._info: tuple[str, ...] | None = None
+        #: False while the service classifies only for its own checks (``ModelService.uncounted``): those
+        #: images are not traffic, and are left out of every per-model series.
+        self.counting = True
         #: Multiprocess mode, while this service's gauges are published: its queue-depth series (``depth_changed``).
         self.depth_gauge: Gauge | None = None
 
     def observe_batch(self, stats: BatchStats) -> None:
         """A ``Batcher`` ``on_batch`` hook: batch size, queue waits, inference time, images classified."""
+        if not self.counting:
+            return
         self._batch_size.observe(stats.size)
         for wait in stats.queue_waits_s:
             self._queue_wait.observe(wait)
         self._inference.observe(stats.inference_s)
         if stats.ok:
             self._images.inc(stats.size)
+
+    def observe_preprocess(self, seconds: float) -> None:
+        """Time one image took to decode and resize."""
+        if self.counting:
+            self._preprocess.observe(seconds)
 
     def depth_changed(self, depth: int) -> None:
         """A ``Batcher`` ``on_depth`` hook: in multiprocess mode, the queue depth is written as it changes."""

@@ -220,6 +220,21 @@ class ModelService:
         metrics.publish(labels, lambda: batcher.depth, profile)
 
     @contextmanager
+    def uncounted(self) -> Iterator[None]:
+        """Classify for the service's own checks: nothing observed meanwhile counts in the model's metrics.
+
+        Only for a version no request is routed to (a candidate, or the previous version before a rollback).
+        """
+        metrics = self._metrics
+        if metrics is None:
+            raise NotReady(f"model {self.name!r} is {self.state}")
+        metrics.counting = False
+        try:
+            yield
+        finally:
+            metrics.counting = True
+
+    @contextmanager
     def admitted(self) -> Iterator[None]:
         """Hold for a whole request: 503 unless serving; ``drain`` waits until every admitted one is done."""
         if self.state is not ModelState.READY:
@@ -302,7 +317,7 @@ class ModelService:
             if lease is not None:
                 lease.release(size)
         elapsed = time.perf_counter() - started
-        metrics.preprocess.observe(elapsed)
+        metrics.observe_preprocess(elapsed)
         request_log.current().record_preprocess(elapsed)
         return await batcher.submit((image, top_k), deadline=deadline, slots=slots)
 

@@ -89,6 +89,14 @@ async def predict(client: httpx.AsyncClient, model: str = NAME) -> httpx.Respons
     return await client.post(f"/predict?model={model}", files={"file": ("x.png", golden_png(), "image/png")})
 
 
+def sample(metrics: str, series: str) -> float:
+    """The value of one series in a ``/metrics`` text (0 when absent)."""
+    for line in metrics.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
 def status(listing: dict[str, Any], name: str) -> dict[str, Any]:
     [row] = [row for row in listing["checkpoints"] if row["name"] == name]
     return row
@@ -141,6 +149,11 @@ def test_reload_swaps_in_a_checked_version_and_rollback_returns(weights: Path, v
         assert unchanged["changed"] is False and unchanged["version"] == a
         assert (await client.post(f"/models/{NAME}/rollback")).status_code == 409  # nothing to roll back to
 
+        images, preprocessed = (
+            f'resnet_serve_images_total{{model="{NAME}"}}',
+            f'resnet_serve_preprocess_seconds_count{{model="{NAME}"}}',
+        )
+        before = (await client.get("/metrics")).text
         replace_file(versions["b"], weights / f"{NAME}.safetensors")
         swapped = await client.post(f"/models/{NAME}/reload")
         assert swapped.status_code == 200, swapped.text
@@ -159,6 +172,9 @@ def test_reload_swaps_in_a_checked_version_and_rollback_returns(weights: Path, v
         assert f'resnet_serve_model_swaps_total{{kind="rollback",model="{NAME}"}} 1.0' in metrics
         info = [line for line in metrics.splitlines() if line.startswith("resnet_serve_model_info{")]
         assert len(info) == 1 and f'version="{a}"' in info[0]
+        # The two checks classified every golden image; only the two requests count.
+        assert sample(metrics, images) - sample(before, images) == 2
+        assert sample(metrics, preprocessed) - sample(before, preprocessed) == 2
 
     run(weights, scenario)
 
