@@ -126,3 +126,24 @@ def test_image_formats_are_a_comma_separated_list_of_known_formats() -> None:
 def test_model_control_binds_loopback_or_needs_a_key_and_watch_works_in_every_process(argv: list[str]) -> None:
     settings = settings_from(argv)
     assert settings.model_control or settings.watch_weights
+
+
+def section(path: Path, heading: str) -> str:
+    """The text of one Markdown section, from its heading to the next heading of the same level or higher."""
+    text = path.read_text()
+    level = heading.split(" ")[0]
+    start = text.index(heading + "\n")
+    ends = [text.find(f"\n{'#' * n} ", start + len(heading)) for n in range(1, len(level) + 1)]
+    return text[start : min([end for end in ends if end != -1], default=len(text))]
+
+
+def test_every_setting_is_documented() -> None:
+    """Each flag is in the README's configuration table, each tuning knob in docs/performance.md's."""
+    root = Path(__file__).resolve().parents[2]
+    table = section(root / "README.md", "## Configuration")
+    flags = {o for a in get_args_parser()._actions for o in a.option_strings} - {"-h", "--help", "--version"}
+    assert {flag for flag in flags if f"`{flag}`" not in table} == set()
+    knobs = section(root / "docs" / "performance.md", "## Tuning knobs")
+    tuning = set(Settings.model_fields) - {action.dest for action in get_args_parser()._actions}
+    assert tuning, "no environment-only settings found"
+    assert {name for name in tuning if f"RESNET_SERVE_{name.upper()}" not in knobs} == set()
